@@ -1,0 +1,1 @@
+"""Lightning callbacks of the zoo (installed as ``zoo.callbacks``)."""

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create (or reuse) an isolated virtual environment with alignzoo and its test extras.
+#
+#   ZOO_VENV    where the environment lives          (default: .venv in the repository)
+#   ZOO_TORCH   the torch requirement installed FIRST (default: torch==2.13.0, a CPU build on CPU-only machines)
+#               e.g. ZOO_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" on a GPU box.
+#
+# torch goes in first and is then held by a constraints file, so no later requirement can pull a CUDA build
+# (and several GB of nvidia-* packages) over it.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${ZOO_VENV:-$repo/.venv}"
+torch_spec="${ZOO_TORCH:-torch==2.13.0}"
+python="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[env] creating $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  echo "[env] installing $torch_spec"
+  # shellcheck disable=SC2086  # ZOO_TORCH may carry pip options such as --index-url
+  "${pip[@]}" install $torch_spec
+fi
+torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
+constraints="$(mktemp)"
+echo "torch==$torch_version" >"$constraints"
+echo "[env] installing alignzoo[test] (torch held at $torch_version)"
+"${pip[@]}" install -c "$constraints" -e "$repo[test]" 2>&1 | grep -v "^WARNING: Location" || true
+rm -f "$constraints"
+"$venv/bin/python" -c "import zoo, torch; print(f'[env] alignzoo {zoo.__version__}, torch {torch.__version__}')"

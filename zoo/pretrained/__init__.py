@@ -1,0 +1,1 @@
+"""Tiny checkpoints shipped as package data (each a release folder: weights, config.yaml, model card)."""
