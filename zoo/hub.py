@@ -82,8 +82,8 @@ def resolve_release(
 
     release = registry.find(source)
     if release is not None:
-        if release.local_path is not None:
-            return release.local_path
+        if release.local is not None:
+            return release.verified_local_path()
         repo_id, revision = release.repo_id, revision or release.revision
     else:
         if source.count("/") != 1 or source.startswith(("/", ".")):
