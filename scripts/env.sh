@@ -18,15 +18,16 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }  # drop noise about absent local index mirrors
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   echo "[env] installing $torch_spec"
   # shellcheck disable=SC2086  # ZOO_TORCH may carry pip options such as --index-url
-  "${pip[@]}" install $torch_spec
+  quiet "${pip[@]}" install $torch_spec
 fi
 torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
 constraints="$(mktemp)"
 echo "torch==$torch_version" >"$constraints"
 echo "[env] installing alignzoo[test] (torch held at $torch_version)"
-"${pip[@]}" install -c "$constraints" -e "$repo[test]" 2>&1 | grep -v "^WARNING: Location" || true
+quiet "${pip[@]}" install -c "$constraints" -e "$repo[test]"
 rm -f "$constraints"
 "$venv/bin/python" -c "import zoo, torch; print(f'[env] alignzoo {zoo.__version__}, torch {torch.__version__}')"
