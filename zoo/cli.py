@@ -1,5 +1,5 @@
-"""The ``zoo`` command: LightningCLI (``fit``/``validate``/``test``/``predict``) plus ``configs``, ``models`` and
-``pull``.
+"""The ``zoo`` command: LightningCLI (``fit``/``validate``/``test``/``predict``) plus ``configs``, ``models``,
+``pull`` and ``push``.
 
 ``--config`` takes a file or the name of a preset shipped with the package (``zoo configs`` lists them)::
 
@@ -22,7 +22,8 @@ from zoo.presets import UnknownPresetError, description, presets, resolve_preset
 
 EPILOG = (
     "zoo's own commands: `zoo configs [NAME]` lists the shipped presets or prints one, `zoo models` lists "
-    "released checkpoints, `zoo pull NAME|ORG/REPO[@REV]` downloads one. --config accepts a preset name."
+    "released checkpoints, `zoo pull NAME|ORG/REPO[@REV]` downloads one, `zoo push DIR ORG/REPO` publishes a release "
+    "folder. --config accepts a preset name."
 )
 
 
@@ -102,18 +103,67 @@ def _models(argv: Sequence[str]) -> int:
 
 
 def _pull(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo pull", description="Download a release into the Hub cache.")
-    parser.add_argument("source", help="registry name, or ORG/REPO[@REVISION]")
-    parser.add_argument("--revision", default=None)
+    parser = argparse.ArgumentParser(
+        prog="zoo pull",
+        description="Download a release (only its files) into the Hugging Face cache, verify it, print its folder. "
+        "With HF_HUB_OFFLINE=1 or --offline the cache is used without any request.",
+    )
+    parser.add_argument("source", help="registry name (see `zoo models`), or ORG/REPO[@REVISION]")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit sha (default: the pinned one, or main)")
     parser.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--offline", action="store_true", help="use the local cache only")
     ns = parser.parse_args(argv)
     from zoo.hub import resolve_release
 
-    print(resolve_release(ns.source, revision=ns.revision, endpoint=ns.endpoint))
+    folder = resolve_release(ns.source, revision=ns.revision, endpoint=ns.endpoint, local_files_only=ns.offline)
+    print(folder)
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"configs": _configs, "models": _models, "pull": _pull}
+def _push(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="zoo push",
+        description="Publish a release folder (written by save_pretrained or HubPublish) to a Hub repo as one "
+        "commit, creating the repo if needed. Prints ORG/REPO@<commit sha>, the pinned id to load or register.",
+    )
+    parser.add_argument("folder", help="release folder: model.safetensors, config.yaml, README.md")
+    parser.add_argument("repo_id", help="ORG/REPO")
+    parser.add_argument("--branch", default=None, help="commit to this branch (created from main if missing)")
+    parser.add_argument("--tag", default=None, help="tag the release commit")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    parser.add_argument("--message", default=None, help="commit message")
+    parser.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--retries", type=int, default=3, help="retries after transient failures (default 3)")
+    ns = parser.parse_args(argv)
+    from zoo.hub import PushError, push_release
+
+    try:
+        result = push_release(
+            ns.folder,
+            ns.repo_id,
+            private=not ns.public,
+            branch=ns.branch,
+            tag=ns.tag,
+            create_pr=ns.create_pr,
+            commit_message=ns.message,
+            endpoint=ns.endpoint,
+            retries=ns.retries,
+        )
+    except PushError as err:
+        print(f"zoo push: error: {err}", file=sys.stderr)
+        return 1
+    print(result.pinned)
+    print(result.pr_url or result.commit_url)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "configs": _configs,
+    "models": _models,
+    "pull": _pull,
+    "push": _push,
+}
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -122,7 +172,7 @@ def main(args: Sequence[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         try:
             return COMMANDS[argv[0]](argv[1:])
-        except (FileNotFoundError, ValueError) as err:
+        except (OSError, ValueError) as err:  # missing files, Hub/HTTP errors (OSErrors), bad names or revisions
             print(f"zoo {argv[0]}: error: {err}", file=sys.stderr)
             return 2
     try:

@@ -1,13 +1,20 @@
-"""Saving and loading releases: ``model.safetensors`` + ``config.yaml`` + ``README.md`` (model card).
+"""Saving, publishing and loading releases: ``model.safetensors`` + ``config.yaml`` + ``README.md`` (model card).
 
 ``from_pretrained`` accepts a local folder, a registry name (``zoo models``), or a Hub repo id with an optional
-revision (``org/name@<40-hex sha>`` or ``revision=``); Hub downloads go through ``huggingface_hub``'s cache and
-honour ``HF_HUB_OFFLINE``.
+revision (``org/name@<40-hex sha>`` or ``revision=``); Hub downloads fetch only the release files through
+``huggingface_hub``'s cache, honour ``HF_HUB_OFFLINE`` (a cached pinned revision loads without any request) and
+check every file against its content hash. ``push_release`` uploads a release folder as one Hub commit.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import time
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +25,8 @@ from zoo.configurable import import_class, instantiate, to_config
 
 if TYPE_CHECKING:
     from zoo.algorithms.base import AlignmentModule
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -33,8 +42,12 @@ def save_pretrained(
     *,
     metrics: Mapping[str, float] | None = None,
     run_config: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
 ) -> Path:
-    """Write a release folder for ``module``; see :meth:`AlignmentModule.save_pretrained`."""
+    """Write a release folder for ``module``; see :meth:`AlignmentModule.save_pretrained`.
+
+    ``repo_id`` (where the release is going to be published) is only used in the card's usage snippet.
+    """
     from huggingface_hub import save_torch_state_dict
 
     from zoo import __version__
@@ -50,7 +63,7 @@ def save_pretrained(
     config["model"] = to_config(module, _where="model")
     text = f"# alignzoo=={__version__}\n" + yaml.safe_dump(config, sort_keys=False)
     (directory / CONFIG_NAME).write_text(text)
-    build_model_card(module, metrics=metrics).save(directory / CARD_NAME)
+    build_model_card(module, metrics=metrics, run_config=config, repo_id=repo_id).save(directory / CARD_NAME)
     return directory
 
 
@@ -73,7 +86,13 @@ def resolve_release(
     token: str | bool | None = None,
     endpoint: str | None = None,
 ) -> Path:
-    """Return a local folder holding the release ``source`` (downloading only the release files if needed)."""
+    """Return a verified local folder holding the release ``source``.
+
+    A local folder is used as is. A registry name resolves to its shipped folder (checked against the pinned
+    content digest) or to its Hub repo at the pinned commit. A Hub id downloads only the release files into the
+    cache (or finds them there: offline, a cached revision needs no request) and checks them with
+    :func:`verify_snapshot`. The folder of a Hub release is ``.../snapshots/<commit sha>``.
+    """
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -83,6 +102,8 @@ def resolve_release(
     release = registry.find(source)
     if release is not None:
         if release.local is not None:
+            if revision is not None and revision != release.revision:
+                raise ValueError(f"release {source!r} ships in the package at {release.revision}, not {revision}")
             return release.verified_local_path()
         repo_id, revision = release.repo_id, revision or release.revision
     else:
@@ -96,18 +117,147 @@ def resolve_release(
 
     from zoo import __version__
 
-    folder = snapshot_download(
-        repo_id,
-        revision=revision,
-        allow_patterns=RELEASE_PATTERNS,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        token=token,
-        endpoint=endpoint,
-        library_name="alignzoo",
-        library_version=__version__,
+    folder = Path(
+        snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=RELEASE_PATTERNS,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            endpoint=endpoint,
+            library_name="alignzoo",
+            library_version=__version__,
+        )
     )
-    return Path(folder)
+    if revision is not None and registry.is_sha(revision) and folder.name != revision:
+        raise registry.ReleaseVerificationError(f"{repo_id}: asked for commit {revision}, got snapshot {folder}")
+    verify_snapshot(folder, repo_id=repo_id)
+    return folder
+
+
+def verify_snapshot(folder: Path, *, repo_id: str) -> None:
+    """Check each release file of a Hub cache snapshot against its content hash.
+
+    The cache stores a file under ``blobs/<etag>``, and the Hub's etag of a file is its content hash: the git blob
+    sha1 for regular files, the sha256 for LFS files. A file whose bytes do not hash to its blob name was damaged
+    after download (or by an interrupted one) and is refused.
+    """
+    from zoo.registry import ReleaseVerificationError, git_blob_sha1, release_files
+
+    files = release_files(folder)
+    if not any(f.name.endswith(".safetensors") for f in files):
+        raise FileNotFoundError(f"{repo_id}: {folder} holds no *.safetensors weights; is {repo_id} an alignzoo release?")
+    for file in files:
+        if not file.is_symlink():  # the cache copies instead of linking where symlinks are unsupported
+            warnings.warn(f"{file} is not a link into the Hub cache's blobs/; its content hash cannot be checked")
+            continue
+        expected = Path(os.path.realpath(file)).name
+        data = file.read_bytes()
+        actual = hashlib.sha256(data).hexdigest() if len(expected) == 64 else git_blob_sha1(data)
+        if actual != expected:
+            raise ReleaseVerificationError(
+                f"{repo_id}: cached {file.name} is damaged (content hash {actual}, expected {expected}). Delete "
+                f"{folder.parent.parent} and download the release again."
+            )
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Where a release was published."""
+
+    repo_id: str
+    commit_sha: str
+    commit_url: str
+    pr_url: str | None = None
+    tag: str | None = None
+
+    @property
+    def pinned(self) -> str:
+        """``org/name@<sha>``: what ``zoo.from_pretrained`` and the registry take."""
+        return f"{self.repo_id}@{self.commit_sha}"
+
+
+class PushError(RuntimeError):
+    """Publishing a release failed; the local release folder is intact and can be pushed again."""
+
+
+def push_command(folder: str | Path, repo_id: str, *, branch: str | None = None, tag: str | None = None) -> str:
+    """The ``zoo push`` command line that publishes ``folder`` again."""
+    return " ".join(
+        ["zoo push", str(folder), repo_id, *(["--branch", branch] if branch else []), *(["--tag", tag] if tag else [])]
+    )
+
+
+def _is_transient(err: Exception) -> bool:
+    """Server errors, rate limits and dropped connections are retried; anything else (auth, bad request) is not."""
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import httpx
+
+    if isinstance(err, HfHubHTTPError):
+        status = err.response.status_code if err.response is not None else None
+        return status is None or status >= 500 or status == 429
+    return isinstance(err, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+def push_release(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    branch: str | None = None,
+    tag: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    retries: int = 3,
+    retry_wait_s: float = 2.0,
+) -> PushResult:
+    """Publish a release folder to the Hub as ONE commit: ``create_repo(exist_ok=True)`` → (``create_branch``) →
+    ``create_commit`` of the release files → (``create_tag`` on that commit).
+
+    Transient failures are retried ``retries`` times, waiting ``retry_wait_s`` and doubling it each time. On final
+    failure a :class:`PushError` names the repo and the ``zoo push`` command that retries; the folder is untouched.
+    ``private`` only applies when the repo is created. ``branch`` (created from ``main`` if missing) receives the
+    commit; ``create_pr`` opens a pull request instead of committing to the branch.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from zoo import __version__
+    from zoo.registry import release_files
+
+    folder = Path(folder)
+    read_config(folder)  # refuse anything that is not a release before talking to the Hub
+    files = release_files(folder)
+    if not any(f.name.endswith(".safetensors") for f in files):
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}; write the release with save_pretrained first")
+    api = HfApi(endpoint=endpoint, token=token, library_name="alignzoo", library_version=__version__)
+    message = commit_message or f"Release {folder.name} (alignzoo {__version__})"
+    wait, attempt = retry_wait_s, 0
+    while True:
+        attempt += 1
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if branch is not None:
+                api.create_branch(repo_id, branch=branch, exist_ok=True)
+            operations = [CommitOperationAdd(path_in_repo=f.name, path_or_fileobj=f) for f in files]
+            info = api.create_commit(
+                repo_id, operations=operations, commit_message=message, revision=branch, create_pr=create_pr
+            )
+            if tag is not None:
+                api.create_tag(repo_id, tag=tag, revision=info.oid, tag_message=message)
+            return PushResult(repo_id, info.oid, info.commit_url, info.pr_url, tag)
+        except Exception as err:  # noqa: BLE001 - classified below; non-transient errors end the loop too
+            if attempt > retries or not _is_transient(err):
+                raise PushError(
+                    f"publishing {folder} to the Hub repo {repo_id} failed after {attempt} attempt(s): "
+                    f"{type(err).__name__}: {err}\nThe release is saved in {folder}. To retry, run:\n"
+                    f"  {push_command(folder, repo_id, branch=branch, tag=tag)}"
+                ) from err
+            log.warning("publishing to %s failed (%s); retrying in %.1f s", repo_id, err, wait)
+            time.sleep(wait)
+            wait *= 2
 
 
 def read_config(directory: Path) -> dict[str, Any]:

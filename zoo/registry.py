@@ -21,6 +21,11 @@ REGISTRY_FILE = "registry.yaml"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
+def is_sha(revision: str) -> bool:
+    """Whether ``revision`` is a full 40-hex commit sha (immutable), not a branch or tag name."""
+    return bool(_SHA.match(revision))
+
+
 class ReleaseVerificationError(ValueError):
     """A release's files do not match the sha that pins them."""
 
@@ -70,7 +75,7 @@ class Release:
     local: str | None = None
 
     def __post_init__(self) -> None:
-        if not _SHA.match(self.revision):
+        if not is_sha(self.revision):
             raise ValueError(f"release {self.name!r}: revision must be a 40-hex sha, got {self.revision!r}")
         if self.repo_id is None and self.local is None:
             raise ValueError(f"release {self.name!r}: give a Hub `repo_id`, a shipped `local` folder, or both")
