@@ -234,9 +234,11 @@ def test_hub_publish_is_visible_to_the_cli(capsys):
         main(["fit", "--trainer.callbacks.help", "zoo.callbacks.HubPublish"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for arg in ("repo_id", "when", "monitor", "every_n_epochs", "private", "branch", "tag", "create_pr", "blocking"):
-        assert f"--trainer.callbacks.{arg}" in out or f".{arg} " in out, arg
-    assert "fit_end" in out and "every_n_epochs" in out
+    for arg in ("repo_id", "monitor", "every_n_epochs", "branch", "tag", "endpoint", "token", "local_dir", "retries"):
+        assert f"--trainer.callbacks.{arg} {arg.upper()}" in out, arg
+    for arg in ("private", "create_pr", "blocking"):
+        assert f"--trainer.callbacks.{arg} {{true,false}}" in out, arg
+    assert "--trainer.callbacks.when {fit_end,best,every_n_epochs}" in out
 
 
 def test_hub_publish_print_config_shows_typed_defaults(tmp_path, capsys):

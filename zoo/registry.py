@@ -104,15 +104,19 @@ class Release:
         return path
 
 
-def releases() -> list[Release]:
-    """All registry entries, in file order."""
-    text = resources.files("zoo.model_cards").joinpath(REGISTRY_FILE).read_text()
+def parse_registry(text: str) -> list[Release]:
+    """The entries of a ``registry.yaml`` text, in order; names must be unique."""
     found = [Release(**entry) for entry in (yaml.safe_load(text) or {}).get("releases") or []]
     names = [r.name for r in found]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ValueError(f"model_cards/registry.yaml names {duplicated} more than once")
     return found
+
+
+def releases() -> list[Release]:
+    """All entries of the installed ``model_cards/registry.yaml``, in file order."""
+    return parse_registry(resources.files("zoo.model_cards").joinpath(REGISTRY_FILE).read_text())
 
 
 def find(name: str) -> Release | None:
