@@ -14,7 +14,6 @@ In a config::
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,10 +25,9 @@ import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.hub import PushError, PushResult, push_release, save_pretrained
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,7 +151,7 @@ class HubPublish(Callback):
             if isinstance(value, torch.Tensor) and value.numel() == 1
         }
         save_pretrained(pl_module, folder, metrics=metrics, run_config=run_config(trainer), repo_id=self.repo_id)
-        log.info("HubPublish: release written to %s", folder)
+        rank_zero_info(f"HubPublish: release written to {folder}")
         tag = self.tag.format(epoch=trainer.current_epoch, step=trainer.global_step) if self.tag else None
         if self.blocking:
             self._report(folder, self._upload(folder, tag))
@@ -185,7 +183,7 @@ class HubPublish(Callback):
             warnings.warn(f"HubPublish: {outcome}", stacklevel=2)
         else:
             self.releases.append(PublishedRelease(folder, result=outcome))
-            log.info("HubPublish: published %s (%s)", outcome.pinned, outcome.pr_url or outcome.commit_url)
+            rank_zero_info(f"HubPublish: published {outcome.pinned} ({outcome.pr_url or outcome.commit_url})")
 
     def _wait_for_uploads(self) -> None:
         for folder, future in self._pending:
