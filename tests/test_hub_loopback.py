@@ -195,6 +195,19 @@ def test_cached_pinned_release_loads_without_any_request(loopback_hub, tmp_path,
     assert loopback_hub.requests == []  # offline, and online with a pinned cached revision: no request at all
 
 
+def test_pull_fetches_only_the_release_files(loopback_hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    _published(tmp_path, loopback_hub)
+    api = HfApi(endpoint=loopback_hub.endpoint)
+    extra = api.upload_file(path_or_fileobj=b"x" * 1000, path_in_repo="logs/events.bin", repo_id="org/cached")
+    loopback_hub.requests.clear()
+    folder = zoo.hub.resolve_release(f"org/cached@{extra.oid}", endpoint=loopback_hub.endpoint)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.yaml", "model.safetensors"]
+    fetched = {path.rsplit("/", 1)[-1] for method, path in loopback_hub.requests if method == "GET" and "/resolve/" in path}
+    assert fetched == {"README.md", "config.yaml", "model.safetensors"}
+
+
 def test_offline_without_cache_is_a_clear_error(loopback_hub, tmp_path, monkeypatch, capsys):
     from huggingface_hub import constants
 

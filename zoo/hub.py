@@ -285,7 +285,8 @@ def from_pretrained(
     """Rebuild a released module with its weights.
 
     ``source`` is a local release folder, a registry name (see ``zoo models``), or ``"org/name"`` /
-    ``"org/name@<revision>"`` on the Hub. The class named in ``config.yaml`` is constructed from its recorded
+    ``"org/name@<revision>"`` on the Hub, resolved and verified by :func:`resolve_release` (only the release files
+    are downloaded; offline, the cache answers). The class named in ``config.yaml`` is constructed from its recorded
     init args (it must be importable: a user's subclass is found the same way LightningCLI finds it) and the
     safetensors weights are loaded into it; any tensor the release should carry but does not is an error.
     """
