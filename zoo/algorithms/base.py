@@ -84,7 +84,12 @@ class AlignmentModule(Configurable, LightningModule):
         return self.state_dict()
 
     def card_metadata(self) -> dict[str, Any]:
-        """Facts for the model card (``base_model``, ``datasets``, extra ``tags``); subclasses add theirs."""
+        """Facts for the model card that only the module knows; subclasses add theirs.
+
+        Keys read by :func:`zoo.cards.build_model_card`: ``base_model`` (Hub id finetuned from), ``datasets``,
+        ``license``, ``tags`` (extra Hub tags), ``task`` (task package, e.g. ``"spatial_vqa"``), ``eval_dataset``
+        and ``eval_task`` (what the eval results are reported on); any other key becomes a card section.
+        """
         return {}
 
     # ------------------------------------------------------------------ save / load
