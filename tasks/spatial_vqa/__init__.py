@@ -15,6 +15,7 @@ from zoo.tasks.spatial_vqa.prompts import build_prompt, training_prompt, vsibenc
 from zoo.tasks.spatial_vqa.records import VQARecord, read_records, write_records
 from zoo.tasks.spatial_vqa.rewards import SpatialVQAReward
 from zoo.tasks.spatial_vqa.scenes import SceneAnnotation, scenes_from_meta_info
+from zoo.tasks.spatial_vqa.vsibench import VideoQA, VSIBench, read_video_frames
 
 __all__ = [
     "QuestionBuilder",
@@ -23,10 +24,13 @@ __all__ = [
     "SpatialVQAReward",
     "SynthVSI",
     "VQADataset",
+    "VSIBench",
+    "VideoQA",
     "VQARecord",
     "VSIBenchMetric",
     "build_prompt",
     "read_records",
+    "read_video_frames",
     "scenes_from_meta_info",
     "training_prompt",
     "vsibench_prompt",

@@ -27,7 +27,7 @@ from zoo.tasks.spatial_vqa.scenes import SceneAnnotation
 from zoo.tasks.spatial_vqa.synth import camera_walk, generate_scene, render_frames
 
 #: Bump when scene generation, rendering or question building changes, so stale caches are not reused.
-SYNTHVSI_VERSION = 1
+SYNTHVSI_VERSION = 2
 _SPLIT_STREAMS = {"train": 0, "eval": 1}
 #: Default questions kept per scene and type: balanced over the six tasks (three rel-direction subtypes share 3).
 SYNTHVSI_MAX_PER_TYPE = {
