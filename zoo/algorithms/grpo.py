@@ -8,10 +8,16 @@ code on them). Kept free of models and Lightning so that it can be tested and re
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from zoo.algorithms.base import Paper
+from zoo.algorithms.vlm_base import VSIBENCH_METRIC, VLMAlignmentModule
+from zoo.vlm.policy import QwenVLPolicy, Rollout
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 ScaleRewards = Literal["group", "batch", "none"]
@@ -142,3 +148,245 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over the positions where ``mask`` is 1 (0 when the mask is empty)."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The LightningModule
+# ---------------------------------------------------------------------------------------------------------------
+
+VSGRPO_PAPER = Paper(
+    title="Improved Visual-Spatial Reasoning via R1-Zero-Like Training",
+    arxiv_id="2504.00883",
+    bibtex=(
+        "@article{liao2025vsgrpo,\n  title={Improved Visual-Spatial Reasoning via R1-Zero-Like Training},\n"
+        "  author={Liao, Zhenyi and Xie, Qingsong and Zhang, Yanhao and Kong, Zijian and Lu, Haonan and Yang, "
+        "Zhenheng and Deng, Zhijie},\n  journal={arXiv preprint arXiv:2504.00883},\n  year={2025}\n}"
+    ),
+)
+
+
+@dataclass
+class GroupBatch:
+    """A scored generation batch (this rank's share): prompts repeated G times, completions and their targets."""
+
+    inputs: dict[str, torch.Tensor]
+    rollout: Rollout
+    advantages: torch.Tensor
+    old_logps: torch.Tensor | None
+    ref_logps: torch.Tensor | None
+    num_items_in_batch: torch.Tensor
+
+
+class GRPO(VLMAlignmentModule):
+    """Group Relative Policy Optimization for video QA (vsGRPO, arXiv 2504.00883; DeepSeekMath eq. 3).
+
+    Per training step (one batch of B questions on each rank): sample ``num_generations`` (G) completions per
+    question at ``temperature`` from the same frames; score them with every reward function (a completion that hits
+    ``max_new_tokens`` without EOS, or whose reward is not finite, gets 0 and is counted); gather the rewards of
+    all ranks and compute group advantages; then ``num_iterations`` optimizer steps over the B·G completions, each
+    accumulated over micro-batches of ``micro_batch_size`` completions, with the TRL-exact loss of ``loss_type``.
+    With β > 0 the k3 KL is taken against the reference: the adapters-disabled base under LoRA, else a frozen copy
+    of the initial policy (kept in checkpoints so a resumed run keeps the same reference). β = 0 skips the
+    reference forward entirely.
+
+    Defaults follow the vsGRPO paper where it states them (G = 14, temperature 1, β = 1e-4, LoRA lr 1e-5 for 2B)
+    and TRL 1.16 otherwise (ε = 0.2, ``scale_rewards="group"``). ``loss_type`` defaults to ``"grpo"`` (the
+    per-sequence mean of R1-V's trainer, which vsGRPO builds on) rather than TRL's ``"dapo"``.
+    """
+
+    paper = VSGRPO_PAPER
+    algorithm_name = "vsgrpo"
+
+    def __init__(
+        self,
+        policy: QwenVLPolicy,
+        reward_funcs: Sequence[Callable],
+        *,
+        reward_weights: Sequence[float] | None = None,
+        num_generations: int = 14,
+        temperature: float = 1.0,
+        max_new_tokens: int = 16,
+        beta: float = 1e-4,
+        epsilon: float = 0.2,
+        epsilon_high: float | None = None,
+        num_iterations: int = 1,
+        loss_type: LossType = "grpo",
+        scale_rewards: ScaleRewards = "group",
+        micro_batch_size: int | None = None,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+        eval_metric: str | None = VSIBENCH_METRIC,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(policy, lr=lr, weight_decay=weight_decay, max_new_tokens=max_new_tokens, eval_metric=eval_metric)
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        if scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
+        if num_generations < 2:
+            raise ValueError("num_generations must be >= 2: group advantages need at least two completions per prompt")
+        if not reward_funcs:
+            raise ValueError("GRPO needs at least one reward function")
+        self.reward_funcs = list(reward_funcs)
+        weights = [1.0] * len(self.reward_funcs) if reward_weights is None else list(reward_weights)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions")
+        self.reward_weights = weights
+        self.num_generations = num_generations
+        self.temperature = temperature
+        self.beta = beta
+        self.epsilon_low = epsilon
+        self.epsilon_high = epsilon if epsilon_high is None else epsilon_high
+        self.num_iterations = num_iterations
+        self.loss_type = loss_type
+        self.scale_rewards = scale_rewards
+        self.micro_batch_size = micro_batch_size
+        self.max_grad_norm = max_grad_norm
+        self.seed = seed
+        self.automatic_optimization = False
+        self.reference = None
+        if beta != 0.0 and not policy.uses_lora:
+            self.reference = copy.deepcopy(policy.model).requires_grad_(False).eval()
+
+    # ------------------------------------------------------------------ rollout
+    def reward_names(self) -> list[str]:
+        """One log name per reward function (its class name, numbered when repeated)."""
+        names = [type(f).__name__ for f in self.reward_funcs]
+        return [f"{n}_{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+    def compute_rewards(self, samples: Rollout, batch: Mapping[str, Any]) -> torch.Tensor:
+        """``[N, K]`` rewards of every completion under every reward function (malformed completions → 0)."""
+        G = self.num_generations
+        truths = [t for t in batch["ground_truths"] for _ in range(G)]
+        types = [t for t in batch["question_types"] for _ in range(G)]
+        columns = [torch.as_tensor(f(samples.texts, truths, types), dtype=torch.float32) for f in self.reward_funcs]
+        rewards = torch.stack(columns, dim=1).to(self.device)
+        rewards = torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0)
+        return rewards.masked_fill(samples.truncated.to(self.device)[:, None], 0.0)
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes (1 when the module is used outside a Trainer)."""
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate a per-rank tensor over all ranks (rank order); identity on one process."""
+        if self.world_size == 1:
+            return tensor
+        return self.all_gather(tensor).flatten(0, 1)
+
+    @torch.no_grad()
+    def make_group_batch(self, batch: Mapping[str, Any]) -> tuple[GroupBatch, dict[str, torch.Tensor]]:
+        """Sample, score, normalise (rewards gathered over ranks first) and precompute old/ref log-probs."""
+        inputs = self.policy.repeat(self.prompt_inputs(batch), self.num_generations)
+        rollout = self.policy.generate(inputs, max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+        per_func = self.compute_rewards(rollout, batch)
+        weights = torch.tensor(self.reward_weights, device=per_func.device)
+        rewards = (per_func * weights).sum(1)
+        all_rewards = self._gather(rewards)
+        advantages, zero_std = group_advantages(all_rewards, self.num_generations, self.scale_rewards)
+        rank = self.global_rank if self._trainer is not None else 0
+        advantages = advantages[rank * rewards.numel():(rank + 1) * rewards.numel()]
+        mask = rollout.completion_mask
+        old_logps = ref_logps = None
+        if self.num_iterations > 1:
+            old_logps = self._logps_in_chunks(inputs, rollout, self.policy.completion_logps)
+        if self.beta != 0.0:
+            ref_logps = self._logps_in_chunks(inputs, rollout, self._reference_logps)
+        num_items = self._gather(mask.sum().reshape(1)).sum()
+        all_per_func = self._gather(per_func)
+        stats = {
+            "reward": all_rewards.mean(),
+            "reward_std": all_rewards.std(),
+            "frac_reward_zero_std": zero_std.float().mean(),
+            "completion_length": self._gather(mask.sum(1).float()).mean(),
+            "truncated_frac": self._gather(rollout.truncated.float().to(self.device)).mean(),
+            **{f"rewards/{n}": all_per_func[:, i].mean() for i, n in enumerate(self.reward_names())},
+        }
+        return GroupBatch(inputs, rollout, advantages, old_logps, ref_logps, num_items), stats
+
+    def _reference_logps(self, inputs, completion_ids, completion_mask, *, temperature):
+        if self.policy.uses_lora:
+            with self.policy.adapters_disabled():
+                return self.policy.completion_logps(inputs, completion_ids, completion_mask, temperature=temperature)
+        return self.policy.completion_logps(
+            inputs, completion_ids, completion_mask, temperature=temperature, model=self.reference
+        )
+
+    def _micro_batches(self, n: int) -> list[slice]:
+        size = self.micro_batch_size or n
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def _logps_in_chunks(self, inputs, rollout: Rollout, fn) -> torch.Tensor:
+        chunks = []
+        for s in self._micro_batches(rollout.completion_ids.shape[0]):
+            logps, _ = fn(slice_inputs(inputs, s), rollout.completion_ids[s], rollout.completion_mask[s], temperature=self.temperature)
+            chunks.append(logps)
+        return torch.cat(chunks)
+
+    # ------------------------------------------------------------------ loss
+    def micro_batch_loss(self, group: GroupBatch, rows: slice, grad_accum_steps: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The TRL-exact loss of one micro-batch of completions, and its per-token statistics."""
+        ids, mask = group.rollout.completion_ids[rows], group.rollout.completion_mask[rows]
+        logps, entropy = self.policy.completion_logps(
+            slice_inputs(group.inputs, rows), ids, mask, temperature=self.temperature, with_entropy=True
+        )
+        terms = per_token_grpo_terms(
+            logps,
+            group.advantages[rows],
+            old_logps=None if group.old_logps is None else group.old_logps[rows],
+            ref_logps=None if group.ref_logps is None else group.ref_logps[rows],
+            beta=self.beta,
+            epsilon_low=self.epsilon_low,
+            epsilon_high=self.epsilon_high,
+        )
+        loss = aggregate_loss(
+            terms.loss, mask, self.loss_type, grad_accum_steps=grad_accum_steps,
+            max_completion_length=self.max_new_tokens, num_items_in_batch=group.num_items_in_batch,
+            world_size=self.world_size, steps_per_generation=grad_accum_steps,
+        )
+        stats = {
+            "entropy": masked_mean(entropy.detach(), mask),
+            "clip_ratio/low_mean": masked_mean(terms.low_clipped.float(), mask),
+            "clip_ratio/high_mean": masked_mean(terms.high_clipped.float(), mask),
+            "clip_ratio/region_mean": masked_mean((terms.low_clipped | terms.high_clipped).float(), mask),
+        }
+        if terms.kl is not None:
+            stats["kl"] = masked_mean(terms.kl.detach(), mask)
+        return loss, stats
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        # Sampling noise depends only on (seed, step, rank): a resumed run draws the same completions.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7919 * self.global_rank)
+            group, stats = self.make_group_batch(batch)
+        optimizer = self.optimizers()
+        slices = self._micro_batches(group.rollout.completion_ids.shape[0])
+        step_stats: list[dict[str, torch.Tensor]] = []
+        total = torch.zeros((), device=self.device)
+        for _ in range(self.num_iterations):
+            for rows in slices:
+                loss, mb_stats = self.micro_batch_loss(group, rows, grad_accum_steps=len(slices))
+                self.manual_backward(loss)
+                total = total + loss.detach()
+                step_stats.append(mb_stats)
+            if self.max_grad_norm is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        for key in step_stats[0]:
+            stats[key] = torch.stack([s[key] for s in step_stats]).mean()
+        stats["loss"] = total / self.num_iterations
+        self.log_metrics(stats, batch_size=len(batch["prompts"]), sync_dist=True)
+        return stats["loss"]
+
+
+def slice_inputs(inputs: dict[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
+    """The prepared model inputs of a contiguous range of rows (video patches sliced with them)."""
+    patches = inputs["video_grid_thw"].prod(-1)
+    offsets = torch.cat([patches.new_zeros(1), patches.cumsum(0)])
+    start, stop, _ = rows.indices(inputs["input_ids"].shape[0])
+    out = {k: inputs[k][rows] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
+    out["pixel_values_videos"] = inputs["pixel_values_videos"][offsets[start]:offsets[stop]]
+    return out

@@ -19,10 +19,14 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 TEXT_TYPE, VIDEO_TYPE = 0, 2
 
 
-def video_prompt(question: str, num_video_tokens: int, system: str = SYSTEM_PROMPT) -> str:
-    """The generation prompt for one question about one video occupying ``num_video_tokens`` tokens."""
+def video_prompt(question: str, num_video_tokens: int, system: str | None = SYSTEM_PROMPT) -> str:
+    """The generation prompt for one question about one video occupying ``num_video_tokens`` tokens.
+
+    ``system=None`` leaves the system turn out (the tiny byte-level models do, to keep sequences short).
+    """
+    head = f"{IM_START}system\n{system}{IM_END}\n" if system is not None else ""
     return (
-        f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{VISION_START}{VIDEO_PAD * num_video_tokens}{VISION_END}"
+        f"{head}{IM_START}user\n{VISION_START}{VIDEO_PAD * num_video_tokens}{VISION_END}"
         f"{question}{IM_END}\n{IM_START}assistant\n"
     )
 
@@ -36,9 +40,11 @@ class EncodedPrompts:
     mm_token_type_ids: torch.Tensor
 
 
-def encode_prompts(tokenizer, questions: list[str], num_video_tokens: list[int] | torch.Tensor) -> EncodedPrompts:
+def encode_prompts(
+    tokenizer, questions: list[str], num_video_tokens: list[int] | torch.Tensor, system: str | None = SYSTEM_PROMPT
+) -> EncodedPrompts:
     """Tokenise one prompt per question, left-padded for batched generation."""
-    texts = [video_prompt(q, int(n)) for q, n in zip(questions, num_video_tokens, strict=True)]
+    texts = [video_prompt(q, int(n), system) for q, n in zip(questions, num_video_tokens, strict=True)]
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     length = max(map(len, rows))
     pad_id = tokenizer.pad_token_id

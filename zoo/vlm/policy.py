@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from zoo.configurable import Configurable
-from zoo.vlm.chat import VIDEO_TYPE, encode_prompts
+from zoo.vlm.chat import SYSTEM_PROMPT, VIDEO_TYPE, encode_prompts
 from zoo.vlm.tokenizer import IM_END, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, build_byte_tokenizer
 from zoo.vlm.video import VideoProcessorConfig, preprocess_videos
 
@@ -101,7 +101,7 @@ class Rollout:
 class QwenVLPolicy(Configurable, nn.Module):
     """Qwen2-VL / Qwen2.5-VL video-QA policy with optional LoRA (peft) and gradient checkpointing.
 
-    ``lora_rank > 0`` wraps the language model's projections in LoRA adapters and freezes everything else; the
+    ``system_prompt`` is the chat's system turn (Qwen2-VL's default; ``None`` omits the turn). ``lora_rank > 0`` wraps the language model's projections in LoRA adapters and freezes everything else; the
     reference policy (for the KL term) is then the same network with the adapters disabled.
     """
 
@@ -115,6 +115,7 @@ class QwenVLPolicy(Configurable, nn.Module):
         dtype: str = "float32",
         min_pixels: int = 56 * 56,
         max_pixels: int = 28 * 28 * 1280,
+        system_prompt: str | None = SYSTEM_PROMPT,
         tiny_hidden_size: int = 64,
         tiny_num_layers: int = 2,
         tiny_vision_depth: int = 2,
@@ -122,6 +123,7 @@ class QwenVLPolicy(Configurable, nn.Module):
     ) -> None:
         super().__init__()
         self.source = model
+        self.system_prompt = system_prompt
         self.model, self.tokenizer = self._load(model, getattr(torch, dtype), tiny_hidden_size, tiny_num_layers, tiny_vision_depth, seed)
         vision = self.model.config.vision_config
         self.video_config = VideoProcessorConfig(
@@ -170,7 +172,9 @@ class QwenVLPolicy(Configurable, nn.Module):
     def prepare(self, videos: list[torch.Tensor] | torch.Tensor, questions: list[str]) -> dict[str, torch.Tensor]:
         """Model inputs for one prompt per (video, question): left-padded ids, masks and the video patches."""
         pixel_values_videos, video_grid_thw = preprocess_videos(videos, self.video_config)
-        prompts = encode_prompts(self.tokenizer, questions, self.video_config.tokens_per_video(video_grid_thw))
+        prompts = encode_prompts(
+            self.tokenizer, questions, self.video_config.tokens_per_video(video_grid_thw), self.system_prompt
+        )
         device = self.device
         return {
             "input_ids": prompts.input_ids.to(device),
