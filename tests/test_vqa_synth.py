@@ -47,12 +47,15 @@ def test_item_and_train_eval_splits_differ(tiny_split, tmp_path):
 
 def test_default_eval_split_has_over_1000_questions_of_every_type(tmp_path):
     split = SynthVSI("eval", cache_dir=str(tmp_path))
-    types = Counter()
+    types, counts = Counter(), Counter()
     for i in range(split.num_scenes):
-        types.update(r.question_type for r in split.scene_questions(i, start_id=0)[1])
+        records = split.scene_questions(i, start_id=0)[1]
+        types.update(r.question_type for r in records)
+        counts.update(int(r.ground_truth) for r in records if r.question_type == "object_counting")
     assert sum(types.values()) >= 1000
     assert set(types) == set(BUILT_QUESTION_TYPES)
     assert min(types.values()) >= 60
+    assert min(counts) == 2 and len(counts) >= 4  # no always-1 count questions; answers spread over 2…5
 
 
 def _named_categories(question: str) -> set[str]:

@@ -2,7 +2,7 @@
 
 Rules (VSI-100k, following the VSI-Bench protocol):
 
-* **object_counting** — number of instances of a category present in the scene.
+* **object_counting** — number of instances of a category present in the scene (at least ``min_count``).
 * **object_abs_distance** (m, one decimal) — between two objects whose categories occur once; measured between
   geometric centres (``distance="centre"``, VSI-100k) or closest points (``distance="closest"``, VSI-Bench: the
   instance points when known, else the axis-aligned boxes).
@@ -97,6 +97,7 @@ class QuestionBuilder(Configurable):
         rel_distance_margin: minimum gap (m) between the closest and the second-closest candidate.
         angle_margin: minimum distance (degrees) of a relative-direction angle from an answer boundary.
         min_direction_distance: minimum distance (m) between P and O and between P and Q.
+        min_count: counting questions only for categories with at least this many instances.
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class QuestionBuilder(Configurable):
         rel_distance_margin: float = 0.3,
         angle_margin: float = 15.0,
         min_direction_distance: float = 0.5,
+        min_count: int = 1,
     ) -> None:
         if style not in ("vsi100k", "vsibench"):
             raise ValueError(f"style must be 'vsi100k' or 'vsibench', got {style!r}")
@@ -118,7 +120,7 @@ class QuestionBuilder(Configurable):
                 raise ValueError(f"max_per_type names unknown question types {sorted(unknown)}")
         self.style, self.distance, self.max_per_type = style, distance, max_per_type
         self.rel_distance_margin, self.angle_margin = rel_distance_margin, angle_margin
-        self.min_direction_distance = min_direction_distance
+        self.min_direction_distance, self.min_count = min_direction_distance, min_count
 
     # ----------------------------------------------------------------- helpers
     def _cap(self, question_type: str) -> int | None:
@@ -136,12 +138,12 @@ class QuestionBuilder(Configurable):
 
     # ----------------------------------------------------------- question types
     def counting(self, scene: SceneAnnotation, rng: np.random.Generator) -> list[tuple]:
-        """``(question, options, answer)`` for each category present."""
+        """``(question, options, answer)`` for each category with at least ``min_count`` instances."""
         if self.style == "vsibench":
             template = "How many {}(s) are in this room?"
         else:
             template = "How many {}(s) in the room?"
-        return [(template.format(c), [], str(n)) for c, n in sorted(scene.counts.items())]
+        return [(template.format(c), [], str(n)) for c, n in sorted(scene.counts.items()) if n >= self.min_count]
 
     def abs_distance(self, scene: SceneAnnotation, rng: np.random.Generator) -> list[tuple]:
         unique = scene.unique_objects()

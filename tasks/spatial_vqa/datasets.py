@@ -27,7 +27,7 @@ from zoo.tasks.spatial_vqa.scenes import SceneAnnotation
 from zoo.tasks.spatial_vqa.synth import camera_walk, generate_scene, render_frames
 
 #: Bump when scene generation, rendering or question building changes, so stale caches are not reused.
-SYNTHVSI_VERSION = 2
+SYNTHVSI_VERSION = 3
 _SPLIT_STREAMS = {"train": 0, "eval": 1}
 #: Default questions kept per scene and type: balanced over the six tasks (three rel-direction subtypes share 3).
 SYNTHVSI_MAX_PER_TYPE = {
@@ -106,7 +106,10 @@ class SynthVSI(VQADataset):
         self.split, self.seed, self.image_size, self.num_frames = split, seed, image_size, num_frames
         self.num_scenes = num_scenes if num_scenes is not None else (1000 if split == "train" else 150)
         self.builder = QuestionBuilder(
-            style=style, distance=distance, max_per_type=SYNTHVSI_MAX_PER_TYPE if max_per_type is None else max_per_type
+            style=style,
+            distance=distance,
+            max_per_type=SYNTHVSI_MAX_PER_TYPE if max_per_type is None else max_per_type,
+            min_count=2,  # see zoo.tasks.spatial_vqa.synth: no count question whose answer is always 1
         )
         self.cache_root = Path(cache_dir) if cache_dir else default_cache_dir() / "synthvsi"
         self.records = []
@@ -197,8 +200,16 @@ class SynthVSI(VQADataset):
 
     def frames(self, index: int) -> torch.Tensor:
         if self._frames is None:
-            self.load()
+            if not self.records:
+                self.load()
+            else:  # unpickled in a DataLoader worker: reopen the memory map only
+                self._frames = np.load(self.path / "frames.npy", mmap_mode="r")
         return torch.from_numpy(np.array(self._frames[self._scene_index[self.records[index].video]]))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_frames"] = None  # a memory map would be pickled as a full copy of the frames
+        return state
 
     def __len__(self) -> int:
         if self._frames is None:

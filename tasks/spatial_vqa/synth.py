@@ -9,6 +9,9 @@
 * **Rendering** (:func:`render_frames`): exact ray casting of the room box and the object boxes as tensor ops over
   all pixels of all frames at once (slab tests), flat colours with fixed per-face shading.
 * **Questions**: the scene annotation goes through :class:`~zoo.tasks.spatial_vqa.builder.QuestionBuilder`.
+  Half of the categories that may repeat occur once (so distance, size and direction questions have unique
+  objects to name), the other half 2…max times; SynthVSI asks counts only for categories that occur at least
+  twice, so that "1" is never the answer a text-only prior can give.
 
 Everything is a deterministic function of ``(seed, split, scene index)``.
 """
@@ -25,12 +28,12 @@ from zoo.tasks.spatial_vqa.scenes import SceneAnnotation
 #: category → (RGB colour, x-extent range, y-extent range, height range (m), maximum instances).
 CATEGORIES: dict[str, tuple[tuple[int, int, int], tuple[float, float], tuple[float, float], tuple[float, float], int]] = {
     "bed": ((205, 40, 40), (1.9, 2.2), (1.4, 1.8), (0.45, 0.65), 1),
-    "sofa": ((40, 170, 60), (1.7, 2.3), (0.8, 1.0), (0.75, 0.9), 1),
-    "table": ((45, 85, 215), (0.9, 1.6), (0.7, 1.0), (0.7, 0.8), 2),
-    "chair": ((235, 205, 30), (0.45, 0.6), (0.45, 0.6), (0.8, 1.0), 4),
-    "cabinet": ((200, 50, 200), (0.8, 1.4), (0.4, 0.6), (1.0, 1.4), 2),
-    "plant": ((30, 200, 200), (0.4, 0.6), (0.4, 0.6), (0.8, 1.3), 3),
-    "shelf": ((245, 135, 20), (0.8, 1.2), (0.3, 0.4), (1.0, 1.4), 2),
+    "sofa": ((40, 170, 60), (1.7, 2.3), (0.8, 1.0), (0.75, 0.9), 2),
+    "table": ((45, 85, 215), (0.9, 1.6), (0.7, 1.0), (0.7, 0.8), 3),
+    "chair": ((235, 205, 30), (0.45, 0.6), (0.45, 0.6), (0.8, 1.0), 5),
+    "cabinet": ((200, 50, 200), (0.8, 1.4), (0.4, 0.6), (1.0, 1.4), 3),
+    "plant": ((30, 200, 200), (0.4, 0.6), (0.4, 0.6), (0.8, 1.3), 4),
+    "shelf": ((245, 135, 20), (0.8, 1.2), (0.3, 0.4), (1.0, 1.4), 3),
 }
 WALL_HEIGHT = 2.8
 EYE_HEIGHT = 1.7
