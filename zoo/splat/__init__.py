@@ -1,0 +1,1 @@
+"""3D-native representation: splatter images ↔ 3D Gaussians, cameras and the differentiable Gaussian renderer."""
