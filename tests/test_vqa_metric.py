@@ -192,3 +192,11 @@ def test_distributed_sync_equals_single_process(tmp_path):
     single = {k: v.item() for k, v in _scored(VSIBenchMetric(), ROWS).compute().items()}
     assert distributed == pytest.approx(single)
     assert not math.isnan(distributed["overall"])
+
+
+@pytest.mark.gpu
+def test_metric_on_cuda_equals_cpu():
+    cpu = {k: v.item() for k, v in _scored(VSIBenchMetric(), ROWS).compute().items()}
+    cuda_metric = _scored(VSIBenchMetric().to("cuda"), ROWS)
+    assert cuda_metric.score_sum.device.type == "cuda"
+    assert {k: v.item() for k, v in cuda_metric.compute().items()} == pytest.approx(cpu)

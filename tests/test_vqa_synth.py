@@ -116,3 +116,10 @@ def test_datamodule_batch_format_and_config_round_trip(tiny_split, tmp_path):
     assert val["prompt"][0].endswith("Please provide the short answer with one or two words or a number.")
     with pytest.raises(ValueError, match="test dataset"):
         SpatialVQADataModule(train=module.train_set).test_dataloader()
+
+
+def test_dataloader_workers_reopen_the_frame_cache(tiny_split):
+    """Items from worker processes equal the in-process items (the memory map is not pickled)."""
+    module = SpatialVQADataModule(val=tiny_split, eval_batch_size=5, num_workers=2)
+    batch = next(iter(module.val_dataloader()))
+    assert all(torch.equal(batch["frames"][i], tiny_split[i]["frames"]) for i in range(5))

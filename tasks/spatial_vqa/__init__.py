@@ -7,6 +7,7 @@ docstring) → prompts (:mod:`.prompts`) → model completions → :class:`.rewa
 :class:`.metric.VSIBenchMetric` (evaluation).
 """
 
+from zoo.tasks.spatial_vqa.baselines import best_constant_answers, constant_baseline_scores
 from zoo.tasks.spatial_vqa.builder import QuestionBuilder
 from zoo.tasks.spatial_vqa.datamodule import SpatialVQADataModule
 from zoo.tasks.spatial_vqa.datasets import SynthVSI, VQADataset
@@ -24,11 +25,13 @@ __all__ = [
     "SpatialVQAReward",
     "SynthVSI",
     "VQADataset",
-    "VSIBench",
-    "VideoQA",
     "VQARecord",
+    "VSIBench",
     "VSIBenchMetric",
+    "VideoQA",
+    "best_constant_answers",
     "build_prompt",
+    "constant_baseline_scores",
     "read_records",
     "read_video_frames",
     "scenes_from_meta_info",

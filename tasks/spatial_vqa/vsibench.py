@@ -90,10 +90,10 @@ def probe_video(path: Path) -> str | None:
 
 
 class VideoQA(VQADataset):
-    """Records from ``records`` (JSON / JSONL / parquet) with their videos under ``video_root``.
+    """Records from ``records_file`` (JSON / JSONL / parquet) with their videos under ``video_root``.
 
     Args:
-        records: the record file.
+        records_file: the record file.
         video_root: folder that ``record.video`` paths are relative to.
         num_frames: frames decoded per video (uniformly sampled).
         on_missing: ``"error"`` (default): a missing or unreadable video raises an error naming it when the
@@ -103,7 +103,7 @@ class VideoQA(VQADataset):
 
     def __init__(
         self,
-        records: str,
+        records_file: str,
         video_root: str,
         num_frames: int = 32,
         on_missing: str = "error",
@@ -112,14 +112,14 @@ class VideoQA(VQADataset):
         super().__init__()
         if on_missing not in ("error", "skip"):
             raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
-        self.records_path, self.video_root = records, video_root
+        self.records_file, self.video_root = records_file, video_root
         self.num_frames, self.on_missing, self.question_types = num_frames, on_missing, question_types
         self.records = []
         self.skipped = 0
         self._video_dir: Path | None = None
 
     def _paths(self) -> tuple[Path, Path]:
-        return Path(self.records_path), Path(self.video_root)
+        return Path(self.records_file), Path(self.video_root)
 
     def load(self) -> None:
         """Read the records and check every referenced video once (open + stream probe, no decoding)."""
@@ -167,7 +167,7 @@ class VSIBench(VideoQA):
         question_types: list[str] | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(records="", video_root="", num_frames=num_frames, on_missing=on_missing, question_types=question_types)
+        super().__init__(records_file="", video_root="", num_frames=num_frames, on_missing=on_missing, question_types=question_types)
         self.revision = revision
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "vsibench"
         self.resolved_revision: str | None = None
