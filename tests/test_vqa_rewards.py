@@ -40,7 +40,8 @@ def test_vsibench_prompt_is_the_official_layout():
     "completion, mode, expected",
     [
         ("<think>a</think><answer>3</answer>", "think", 1.0),
-        ("<think>\nmulti\nline</think>\n <answer> 3 </answer>\n", "think", 1.0),
+        ("<think>\nmulti\nline</think>\n <answer> 3 </answer>", "think", 1.0),
+        ("<think>a</think><answer>3</answer>\n", "think", 0.0),  # full match of the raw text, as R1-V
         ("<think>a</think>", "think", 0.0),
         ("<answer>3</answer>", "think", 0.0),
         ("<think>a</think><answer>3</answer> trailing", "think", 0.0),

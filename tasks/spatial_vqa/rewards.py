@@ -8,7 +8,8 @@
 
   - Multiple-choice / word answers ("character matching"): 1 if the normalised answer equals the normalised ground
     truth (strip, case-fold, trailing ``.`` removed, inner whitespace collapsed), else 0. This accepts multi-word
-    categories such as "coffee table".
+    categories such as "coffee table"; R1-V compares the stripped strings exactly, which would score "Left." 0
+    against "left" although the benchmark's extraction accepts it.
   - Numerical answers: the first space-separated token is parsed (as the benchmark does); the paper's relative
     error ``e = |ŷ−y| / min(ŷ, y)`` becomes a reward by one of (the paper does not say which):
 
@@ -43,7 +44,7 @@ def format_reward(completion: str, mode: str) -> float:
     """1.0 if ``completion`` follows the tag format of ``mode`` (think / observe), else 0.0."""
     if mode not in _FORMAT_PATTERNS:
         raise ValueError(f"format reward is defined for modes {tuple(_FORMAT_PATTERNS)}, not {mode!r}")
-    return 1.0 if _FORMAT_PATTERNS[mode].fullmatch(completion.strip()) else 0.0
+    return 1.0 if _FORMAT_PATTERNS[mode].fullmatch(completion) else 0.0
 
 
 def answer_text(completion: str, mode: str) -> str | None:
