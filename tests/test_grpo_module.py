@@ -50,10 +50,10 @@ class TinyVideoQA(Dataset):
 
 def collate(items):
     return {
-        "videos": [it["video"] for it in items],
-        "prompts": [it["prompt"] for it in items],
-        "ground_truths": [it["truth"] for it in items],
-        "question_types": [it["type"] for it in items],
+        "frames": [it["video"] for it in items],
+        "prompt": [it["prompt"] for it in items],
+        "ground_truth": [it["truth"] for it in items],
+        "question_type": [it["type"] for it in items],
     }
 
 

@@ -97,9 +97,9 @@ class DPO(VLMAlignmentModule):
 
     def rejected_answers(self, batch: Mapping[str, Any]) -> list[str]:
         """One wrong answer per question (see :func:`wrong_answer`)."""
-        for truth, qtype in zip(batch["ground_truths"], batch["question_types"]):
+        for truth, qtype in zip(batch["ground_truth"], batch["question_type"]):
             self.answer_pool.setdefault(qtype, set()).add(truth)
-        return [wrong_answer(t, sorted(self.answer_pool[q]), self.rng) for t, q in zip(batch["ground_truths"], batch["question_types"])]
+        return [wrong_answer(t, sorted(self.answer_pool[q]), self.rng) for t, q in zip(batch["ground_truth"], batch["question_type"])]
 
     def _sequence_logps(self, inputs, answers, model=None) -> torch.Tensor:
         ids, mask = answer_targets(self.policy, answers, inputs["input_ids"].device)
@@ -108,7 +108,7 @@ class DPO(VLMAlignmentModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         inputs = self.prompt_inputs(batch)
-        chosen, rejected = list(batch["ground_truths"]), self.rejected_answers(batch)
+        chosen, rejected = list(batch["ground_truth"]), self.rejected_answers(batch)
         with torch.no_grad():
             if self.policy.uses_lora:
                 with self.policy.adapters_disabled():

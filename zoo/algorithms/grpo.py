@@ -258,8 +258,8 @@ class GRPO(VLMAlignmentModule):
     def compute_rewards(self, samples: Rollout, batch: Mapping[str, Any]) -> torch.Tensor:
         """``[N, K]`` rewards of every completion under every reward function (malformed completions → 0)."""
         G = self.num_generations
-        truths = [t for t in batch["ground_truths"] for _ in range(G)]
-        types = [t for t in batch["question_types"] for _ in range(G)]
+        truths = [t for t in batch["ground_truth"] for _ in range(G)]
+        types = [t for t in batch["question_type"] for _ in range(G)]
         columns = [torch.as_tensor(f(samples.texts, truths, types), dtype=torch.float32) for f in self.reward_funcs]
         rewards = torch.stack(columns, dim=1).to(self.device)
         rewards = torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0)
@@ -378,7 +378,7 @@ class GRPO(VLMAlignmentModule):
         for key in step_stats[0]:
             stats[key] = torch.stack([s[key] for s in step_stats]).mean()
         stats["loss"] = total / self.num_iterations
-        self.log_metrics(stats, batch_size=len(batch["prompts"]), sync_dist=True)
+        self.log_metrics(stats, batch_size=len(batch["prompt"]), sync_dist=True)
         return stats["loss"]
 
 

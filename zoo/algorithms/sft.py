@@ -42,11 +42,11 @@ class SFT(VLMAlignmentModule):
     def sft_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Mean negative log-likelihood per answer token."""
         inputs = self.prompt_inputs(batch)
-        ids, mask = answer_targets(self.policy, batch["ground_truths"], inputs["input_ids"].device)
+        ids, mask = answer_targets(self.policy, batch["ground_truth"], inputs["input_ids"].device)
         logps, _ = self.policy.completion_logps(inputs, ids, mask)
         return -(logps * mask).sum() / mask.sum()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.sft_loss(batch)
-        self.log_metrics({"loss": loss.detach()}, batch_size=len(batch["prompts"]))
+        self.log_metrics({"loss": loss.detach()}, batch_size=len(batch["prompt"]))
         return loss

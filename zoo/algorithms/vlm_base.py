@@ -1,11 +1,12 @@
 """What the VLM algorithms (GRPO, SFT, DPO) share: the policy, the batch layout, the optimizer, greedy evaluation.
 
-A batch is a mapping with one entry per question::
+A batch is a mapping with one entry per question (the layout of ``zoo.tasks.spatial_vqa.SpatialVQADataModule``;
+other keys are ignored)::
 
-    videos          list of uint8 frame tensors [T, H, W, 3] (or one [B, T, H, W, 3] tensor)
-    prompts         list[str]: the question text with its instruction (the chat template is added here)
-    ground_truths   list[str]
-    question_types  list[str]
+    frames          list of uint8 frame tensors [T, H, W, 3] (or one [B, T, H, W, 3] tensor)
+    prompt          list[str]: the question text with its instruction (the chat template is added here)
+    ground_truth    list[str]
+    question_type   list[str]
 
 Validation/test decode greedily and feed the raw answers to the evaluation metric (``eval_metric``: a class path
 of a torchmetrics ``Metric`` whose ``update(predictions, ground_truths, question_types)`` scores them, e.g. the
@@ -23,7 +24,7 @@ from zoo.algorithms.base import AlignmentModule
 from zoo.configurable import import_class
 from zoo.vlm.policy import TINY_RANDOM, QwenVLPolicy, shipped_model_dir
 
-BATCH_KEYS = ("videos", "prompts", "ground_truths", "question_types")
+BATCH_KEYS = ("frames", "prompt", "ground_truth", "question_type")
 VSIBENCH_METRIC = "zoo.tasks.spatial_vqa.metric.VSIBenchMetric"
 
 
@@ -60,7 +61,7 @@ class VLMAlignmentModule(AlignmentModule):
     def prompt_inputs(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Model inputs of the batch's prompts (one row per question)."""
         self.check_batch(batch)
-        return self.policy.prepare(batch["videos"], list(batch["prompts"]))
+        return self.policy.prepare(batch["frames"], list(batch["prompt"]))
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -79,7 +80,7 @@ class VLMAlignmentModule(AlignmentModule):
     def _eval_step(self, batch: Mapping[str, Any]) -> None:
         if self.eval_metric is None:
             return
-        self.eval_metric.update(self.answer(batch), list(batch["ground_truths"]), list(batch["question_types"]))
+        self.eval_metric.update(self.answer(batch), list(batch["ground_truth"]), list(batch["question_type"]))
 
     def _eval_epoch_end(self, prefix: str) -> None:
         if self.eval_metric is None:
