@@ -51,7 +51,10 @@ _DIRECTION_ANSWERS = {
     "hard": ("front-left", "front-right", "back-left", "back-right"),
 }
 _DIRECTION_BOUNDARIES = {"easy": (0.0, 180.0), "medium": (0.0, 135.0, 180.0), "hard": (0.0, 90.0, 180.0)}
-_DISTANCE_PHRASE = {"centre": "Measuring from the center of each object", "closest": "Measuring from the closest point of each object"}
+_DISTANCE_PHRASE = {
+    "centre": "Measuring from the center of each object",
+    "closest": "Measuring from the closest point of each object",
+}
 
 
 def centre_distance(a: SceneObject, b: SceneObject) -> float:
@@ -70,7 +73,7 @@ def closest_distance(a: SceneObject, b: SceneObject, chunk: int = 4096) -> float
 
 
 def signed_angle(position: SceneObject, facing: SceneObject, query: SceneObject) -> float:
-    """Angle (degrees, in (−180, 180]) from the facing direction P→O to P→Q on the floor plane; positive = left."""
+    """Angle (degrees, in (−180, 180]) from the facing direction P→O to P→Q on the floor; positive = left."""
     f = facing.center[:2] - position.center[:2]
     q = query.center[:2] - position.center[:2]
     return math.degrees(math.atan2(f[0] * q[1] - f[1] * q[0], f[0] * q[0] + f[1] * q[1]))
@@ -152,7 +155,10 @@ class QuestionBuilder(Configurable):
             value = round(self._distance(unique[a], unique[b]), 1)
             if value <= 0:
                 continue  # touching objects: a relative error against 0 is undefined
-            q = f"{_DISTANCE_PHRASE[self.distance]}, what is the direct distance between the {a} and the {b} (in meters)?"
+            q = (
+                f"{_DISTANCE_PHRASE[self.distance]}, what is the direct distance between the {a} and the {b} "
+                "(in meters)?"
+            )
             out.append((q, [], f"{value:.1f}"))
         return out
 
@@ -227,7 +233,9 @@ class QuestionBuilder(Configurable):
         return out
 
     # ------------------------------------------------------------------ build
-    def build(self, scene: SceneAnnotation, rng: np.random.Generator, start_id: int = 0, video: str = "") -> list[VQARecord]:
+    def build(
+        self, scene: SceneAnnotation, rng: np.random.Generator, start_id: int = 0, video: str = ""
+    ) -> list[VQARecord]:
         """All questions of ``scene`` (capped per type by ``max_per_type``), ids from ``start_id``."""
         generators = {
             "object_counting": lambda: self.counting(scene, rng),

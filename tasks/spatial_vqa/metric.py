@@ -1,8 +1,8 @@
 """The VSI-Bench metric with the official semantics (``lmms_eval/tasks/vsibench/utils.py``; spec §2.4).
 
 * Answer extraction (``fuzzy_matching``): split the prediction on the space character, keep the first token,
-  strip trailing ``.`` characters (``str.rstrip(".")``), then whitespace. Optionally the ``<answer>…</answer>`` content is taken
-  first (for think/observe models, whose raw output starts with a tag).
+  strip trailing ``.`` characters (``str.rstrip(".")``), then whitespace. Optionally the ``<answer>…</answer>``
+  content is taken first (for think/observe models, whose raw output starts with a tag).
 * Multiple choice: 1 if the token equals the ground truth case-insensitively, else 0 (``"A."`` matches ``A``,
   ``"(A)"`` does not).
 * Numerical: mean relative accuracy, ``mean_θ 1{|ŷ−y|/y ≤ 1−θ}`` over θ = ``np.linspace(0.5, 0.95, 10)``, in

@@ -26,7 +26,8 @@ import torch
 from zoo.tasks.spatial_vqa.scenes import SceneAnnotation
 
 #: category → (RGB colour, x-extent range, y-extent range, height range (m), maximum instances).
-CATEGORIES: dict[str, tuple[tuple[int, int, int], tuple[float, float], tuple[float, float], tuple[float, float], int]] = {
+_Range = tuple[float, float]
+CATEGORIES: dict[str, tuple[tuple[int, int, int], _Range, _Range, _Range, int]] = {
     "bed": ((205, 40, 40), (1.9, 2.2), (1.4, 1.8), (0.45, 0.65), 1),
     "sofa": ((40, 170, 60), (1.7, 2.3), (0.8, 1.0), (0.75, 0.9), 2),
     "table": ((45, 85, 215), (0.9, 1.6), (0.7, 1.0), (0.7, 0.8), 3),
@@ -43,13 +44,18 @@ _WALL, _CEILING, _MISS = (215, 205, 185), (235, 235, 235), (0, 0, 0)
 FACE_SHADE = (0.8, 0.62, 1.0)  # multiplier for faces normal to x, y, z
 
 
+def _is_free(lo: np.ndarray, hi: np.ndarray, placed: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """True if the footprint ``[lo, hi]`` is at least ``_GAP`` from every placed footprint along x or y."""
+    return all(np.any(lo[:2] >= p_hi[:2] + _GAP) or np.any(p_lo[:2] >= hi[:2] + _GAP) for p_lo, p_hi in placed)
+
+
 def generate_scene(rng: np.random.Generator, scene_name: str) -> SceneAnnotation:
-    """A random furnished rectangular room (see the module docstring)."""
+    """A random furnished rectangular room (see the module docstring); an instance that finds no free spot in
+    100 tries is left out (the annotation lists only placed objects)."""
     width, depth = rng.uniform(4.0, 8.0, size=2).round(2)
     names = list(CATEGORIES)
     chosen = [names[i] for i in sorted(rng.choice(len(names), rng.integers(3, 7), replace=False))]
-    placed_min: list[np.ndarray] = []
-    placed_max: list[np.ndarray] = []
+    placed: list[tuple[np.ndarray, np.ndarray]] = []
     categories = []
     for category in chosen:
         _, xr, yr, hr, max_count = CATEGORIES[category]
@@ -59,15 +65,15 @@ def generate_scene(rng: np.random.Generator, scene_name: str) -> SceneAnnotation
             if rng.random() < 0.5:
                 size[[0, 1]] = size[[1, 0]]
             for _attempt in range(100):
-                lo = np.array([rng.uniform(_GAP, width - _GAP - size[0]), rng.uniform(_GAP, depth - _GAP - size[1]), 0.0])
+                x = rng.uniform(_GAP, width - _GAP - size[0])
+                y = rng.uniform(_GAP, depth - _GAP - size[1])
+                lo = np.array([x, y, 0.0])
                 hi = lo + size
-                if all(np.any(lo[:2] >= m2[:2] + _GAP) or np.any(m1[:2] >= hi[:2] + _GAP)
-                       for m1, m2 in zip(placed_min, placed_max)):
-                    placed_min.append(lo)
-                    placed_max.append(hi)
+                if _is_free(lo, hi, placed):
+                    placed.append((lo, hi))
                     categories.append(category)
                     break
-    lo, hi = np.array(placed_min), np.array(placed_max)
+    lo, hi = (np.array([box[i] for box in placed]).reshape(-1, 3) for i in (0, 1))
     polygon = np.array([[0.0, 0.0], [width, 0.0], [width, depth], [0.0, depth]])
     return SceneAnnotation.from_boxes(
         "synthvsi", scene_name, categories, (lo + hi) / 2, hi - lo, floor_polygon=polygon

@@ -167,7 +167,9 @@ class VSIBench(VideoQA):
         question_types: list[str] | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(records_file="", video_root="", num_frames=num_frames, on_missing=on_missing, question_types=question_types)
+        super().__init__(
+            records_file="", video_root="", num_frames=num_frames, on_missing=on_missing, question_types=question_types
+        )
         self.revision = revision
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "vsibench"
         self.resolved_revision: str | None = None
