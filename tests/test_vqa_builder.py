@@ -162,8 +162,13 @@ def test_meta_info_scenes(tmp_path):
             "room_size": 21.37,
             "object_counts": {"chair": 2, "bed": 1},
             "object_bbox": {
-                "chair": [dict(box, min=[0.75, 0.7, 0], max=[1.25, 1.3, 1]), dict(box, centroid=[3, 1, 0.5], min=[2.75, 0.7, 0], max=[3.25, 1.3, 1])],
-                "bed": [dict(box, centroid=[1, 4, 0.3], axesLengths=[2.0, 1.5, 0.6], min=[0, 3.25, 0], max=[2, 4.75, 0.6])],
+                "chair": [
+                    dict(box, min=[0.75, 0.7, 0], max=[1.25, 1.3, 1]),
+                    dict(box, centroid=[3, 1, 0.5], min=[2.75, 0.7, 0], max=[3.25, 1.3, 1]),
+                ],
+                "bed": [
+                    dict(box, centroid=[1, 4, 0.3], axesLengths=[2.0, 1.5, 0.6], min=[0, 3.25, 0], max=[2, 4.75, 0.6])
+                ],
             },
         }
     }
@@ -174,7 +179,8 @@ def test_meta_info_scenes(tmp_path):
     records = {r.question_type: r for r in QuestionBuilder(style="vsibench").build(scene, np.random.default_rng(0))}
     assert records["room_size_estimation"].ground_truth == "21.4"
     assert records["object_size_estimation"].ground_truth == "200"
-    counts = [r for r in QuestionBuilder().build(scene, np.random.default_rng(0)) if r.question_type == "object_counting"]
+    built = QuestionBuilder().build(scene, np.random.default_rng(0))
+    counts = [r for r in built if r.question_type == "object_counting"]
     assert sorted(r.ground_truth for r in counts) == ["1", "2"]
     meta["scene0001_00"]["object_counts"]["chair"] = 3
     path.write_text(json.dumps(meta))

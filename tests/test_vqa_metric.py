@@ -58,9 +58,9 @@ def test_multiple_choice_word_answers_are_case_insensitive():
 
 
 # Ground truth 100: e = |ŷ − 100| / 100. Hand computation of Σ_θ 1{e ≤ 1 − θ} / 10 with 1 − θ in float64:
-# 1−.95 = 0.050000000000000044, 1−.9 = 0.10000000000000009, 1−.85 = 0.15000000000000002, 1−.8 = 0.19999999999999996,
-# 1−.75 = 0.25, 1−.7 = 0.30000000000000004, 1−.65 = 0.35 (== float 0.35), 1−.6 = 0.4, 1−.55 = 0.44999999999999996,
-# 1−.5 = 0.5. So at the boundaries e = 0.20 and e = 0.45 the float rounding of 1 − θ EXCLUDES the boundary θ
+# 1−.95 = 0.050000000000000044, 1−.9 = 0.10000000000000009, 1−.85 = 0.15000000000000002,
+# 1−.8 = 0.19999999999999996, 1−.75 = 0.25, 1−.7 = 0.30000000000000004, 1−.65 = 0.35 (== float 0.35),
+# 1−.6 = 0.4, 1−.55 = 0.44999999999999996, 1−.5 = 0.5. So at the boundaries e = 0.20 and e = 0.45 the float rounding of 1 − θ EXCLUDES the boundary θ
 # (0.2 > 0.19999999999999996), while every other boundary is included (≤).
 MRA_CASES = [
     (100, 1.0),

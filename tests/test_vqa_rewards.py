@@ -60,8 +60,8 @@ def test_format_reward_is_undefined_for_vanilla():
 
 # Relative error of the paper: e = |ŷ − y| / min(ŷ, y). y = 10:
 #   ŷ = 12 → e = 0.2;  ŷ = 8 → e = 2/8 = 0.25;  ŷ = 10.5 → e = 0.05;  ŷ = 25 → e = 1.5.
-# "mra": Σ_θ 1{e < 1 − θ} / 10 (strict): e = 0.2 → 1 − θ > 0.2 for θ ≤ .75 → 0.6;  e = 0.25 → θ ≤ .7 → 0.5;
-#   e = 0.05 → 1 − .95 = 0.050000000000000044 > 0.05 → 1.0.
+# "mra": Σ_θ 1{e < 1 − θ} / 10 (strict): e = 0.2 → 1 − θ > 0.2 for θ ≤ .75 → 0.6;
+#   e = 0.25 → θ ≤ .7 → 0.5;  e = 0.05 → 1 − .95 = 0.050000000000000044 > 0.05 → 1.0.
 @pytest.mark.parametrize(
     "prediction, kind, expected",
     [

@@ -88,9 +88,11 @@ def test_frames_show_every_object_a_question_names(tiny_split):
 def test_renderer_handedness_left_is_left():
     """Camera at the origin facing +y: an object at x < 0 (to the left) appears in the left half of the image."""
     scene = SceneAnnotation.from_boxes(
-        "synthvsi", "h", ["bed"], [[-2.0, 3.0, 0.5]], [[1.0, 1.0, 1.0]], floor_polygon=[[-5, -5], [5, -5], [5, 5], [-5, 5]]
+        "synthvsi", "h", ["bed"], [[-2.0, 3.0, 0.5]], [[1.0, 1.0, 1.0]],
+        floor_polygon=[[-5, -5], [5, -5], [5, 5], [-5, 5]],
     )
-    _, instances = render_frames(scene, np.array([[0.0, 0.0, 0.5]]), np.array([[0.0, 1.0, 0.5]]), 32, return_instances=True)
+    eye, target = np.array([[0.0, 0.0, 0.5]]), np.array([[0.0, 1.0, 0.5]])
+    _, instances = render_frames(scene, eye, target, 32, return_instances=True)
     cols = torch.nonzero(instances[0] == 0)[:, 1]
     assert len(cols) > 0 and cols.float().mean() < 16
 
@@ -107,7 +109,8 @@ def test_datamodule_batch_format_and_config_round_trip(tiny_split, tmp_path):
     module.prepare_data()
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
-    assert set(batch) == {"frames", "prompt", "question", "question_type", "options", "ground_truth", "id", "scene_name"}
+    keys = {"frames", "prompt", "question", "question_type", "options", "ground_truth", "id", "scene_name"}
+    assert set(batch) == keys
     assert all(len(v) == 4 for v in batch.values())
     assert batch["frames"][0].shape == (8, 56, 56, 3) and batch["frames"][0].dtype == torch.uint8
     assert batch["prompt"][0].endswith("in <answer> </answer>.")
