@@ -1,0 +1,1 @@
+"""Text-to-3D task: procedural shapes, prompts, 2D rewards on renders, metrics, splat generators and presets."""
