@@ -37,6 +37,17 @@ def test_split_is_deterministic_and_cached(tiny_split, tmp_path, monkeypatch):
     assert other.path != cached.path  # any parameter change gives another cache entry
 
 
+def test_frames_are_rendered_on_first_read_and_cached(tmp_path):
+    split = SynthVSI("eval", num_scenes=2, image_size=32, num_frames=4, cache_dir=str(tmp_path))
+    split.prepare()
+    assert list((split.path / "frames").iterdir()) == []  # preparing writes questions only
+    first = split[0]["frames"]
+    assert [f.name for f in (split.path / "frames").iterdir()] == ["eval_000000.npy"]
+    assert torch.equal(split[0]["frames"], first)  # now read from the cache
+    split.render_all()
+    assert sorted(f.name for f in (split.path / "frames").iterdir()) == ["eval_000000.npy", "eval_000001.npy"]
+
+
 def test_item_and_train_eval_splits_differ(tiny_split, tmp_path):
     item = tiny_split[0]
     assert item["frames"].dtype == torch.uint8 and item["frames"].shape == (8, 56, 56, 3)

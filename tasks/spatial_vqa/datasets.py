@@ -1,13 +1,15 @@
 """Datasets of spatial video questions. Every item is ``{"record": VQARecord, "frames": uint8 [F, H, W, 3]}``.
 
-* :class:`SynthVSI` — procedural rooms (:mod:`.synth`) → frames + exact annotations → :class:`QuestionBuilder`
-  → records; generated on first use and cached on disk (``records.jsonl``, ``scenes.json``, ``frames.npy``).
+* :class:`SynthVSI` — procedural rooms (:mod:`.synth`) → exact annotations → :class:`QuestionBuilder` → records,
+  generated on first use and cached on disk (``records.jsonl``, ``scenes.json``); each scene's frames are rendered
+  when first read and cached beside them (``frames/<scene>.npy``), or all at once with ``render_all()``.
 * :class:`VideoQA` — records from a JSON / JSONL / parquet file with videos under a root folder (VSI-Bench,
   VSI-100k-style files): see :mod:`.vsibench`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +29,7 @@ from zoo.tasks.spatial_vqa.scenes import SceneAnnotation
 from zoo.tasks.spatial_vqa.synth import camera_walk, generate_scene, render_frames
 
 #: Bump when scene generation, rendering or question building changes, so stale caches are not reused.
-SYNTHVSI_VERSION = 3
+SYNTHVSI_VERSION = 4
 _SPLIT_STREAMS = {"train": 0, "eval": 1}
 #: Default questions kept per scene and type: balanced over the six tasks (three rel-direction subtypes share 3).
 SYNTHVSI_MAX_PER_TYPE = {
@@ -70,15 +72,32 @@ class VQADataset(Configurable, Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
-        return {"record": self.records[index], "frames": self.frames(index)}
+        frames = self.frames(index)  # first: it loads a dataset that was not loaded yet
+        return {"record": self.records[index], "frames": frames}
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Render with one thread: each frame batch is small, and on a shared CPU one thread is ~10× faster than
+    several (measured: 0.12 s vs 1.1 s per scene at 112 px with 2 threads on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class SynthVSI(VQADataset):
     """The synthetic spatial-VQA dataset (rooms, camera walk, exact annotations; see :mod:`.synth`).
 
+    :meth:`prepare` writes the split's scenes and questions (≈ 5 ms per scene); frames are rendered when a scene
+    is first read (≈ 0.1 s per scene at 112 px, 8 frames) and cached, so a short run only renders what it uses.
+
     Args:
         split: ``"train"`` or ``"eval"``; the two draw scenes from disjoint random streams of ``seed``.
-        num_scenes: number of rooms; the default eval split (150 rooms) holds more than 1,000 questions.
+        num_scenes: number of rooms (default 1,000 for train, 150 for eval; the eval split then holds more
+            than 1,000 questions).
         seed: master seed; the split is a deterministic function of all arguments.
         image_size: frame side in pixels (square frames).
         num_frames: frames per video (one camera turn).
@@ -114,8 +133,8 @@ class SynthVSI(VQADataset):
         self.cache_root = Path(cache_dir) if cache_dir else default_cache_dir() / "synthvsi"
         self.records = []
         self.scenes: list[SceneAnnotation] = []
-        self._frames: np.ndarray | None = None
         self._scene_index: dict[str, int] = {}
+        self._loaded = False
 
     @property
     def params(self) -> dict:
@@ -127,7 +146,7 @@ class SynthVSI(VQADataset):
             "seed": self.seed,
             "image_size": self.image_size,
             "num_frames": self.num_frames,
-            "builder": {k: v for k, v in self.builder._init_config["init_args"].items()},
+            "builder": dict(self.builder._init_config["init_args"]),
         }
 
     @property
@@ -140,28 +159,6 @@ class SynthVSI(VQADataset):
         """The random stream of scene ``index`` (independent of every other scene and split)."""
         return np.random.default_rng([self.seed, _SPLIT_STREAMS[self.split], index])
 
-    def generate(self) -> tuple[list[SceneAnnotation], list[VQARecord], np.ndarray]:
-        """Generate the split in memory: scenes, records and frames ``[S, F, H, W, 3]`` uint8."""
-        scenes, records = [], []
-        threads = torch.get_num_threads()
-        # Each frame batch is small: one thread is ~10× faster than several on a shared CPU (measured: 0.12 s vs
-        # 1.1 s per scene with 2 threads on a loaded 2-core machine).
-        torch.set_num_threads(1)
-        try:
-            frames = self._generate_into(scenes, records)
-        finally:
-            torch.set_num_threads(threads)
-        return scenes, records, frames
-
-    def _generate_into(self, scenes: list[SceneAnnotation], records: list[VQARecord]) -> np.ndarray:
-        frames = np.empty((self.num_scenes, self.num_frames, self.image_size, self.image_size, 3), dtype=np.uint8)
-        for i in tqdm(range(self.num_scenes), desc=f"SynthVSI {self.split}", leave=False):
-            scene, scene_records = self.scene_questions(i, start_id=len(records))
-            frames[i] = render_frames(scene, scene.extra["eyes"], scene.extra["targets"], self.image_size).numpy()
-            records += scene_records
-            scenes.append(scene)
-        return frames
-
     def scene_questions(self, index: int, start_id: int = 0) -> tuple[SceneAnnotation, list[VQARecord]]:
         """Scene ``index`` of the split (camera poses in ``scene.extra``) and its questions, without rendering."""
         rng = self.scene_rng(index)
@@ -170,17 +167,26 @@ class SynthVSI(VQADataset):
         scene.extra = {"eyes": eyes.tolist(), "targets": targets.tolist()}
         return scene, self.builder.build(scene, rng, start_id=start_id, video=scene.scene_name)
 
+    def generate(self) -> tuple[list[SceneAnnotation], list[VQARecord]]:
+        """All scenes and questions of the split, in memory."""
+        scenes, records = [], []
+        for i in tqdm(range(self.num_scenes), desc=f"SynthVSI {self.split} questions", leave=False):
+            scene, scene_records = self.scene_questions(i, start_id=len(records))
+            scenes.append(scene)
+            records += scene_records
+        return scenes, records
+
     def prepare(self) -> None:
-        """Generate and cache the split unless it is cached already (written to a temporary folder, then renamed)."""
+        """Write the split's scenes and questions unless cached (into a temporary folder, then renamed)."""
         if (self.path / "meta.json").is_file():
             return
-        scenes, records, frames = self.generate()
+        scenes, records = self.generate()
         self.cache_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.cache_root))
         try:
             write_records(records, tmp / "records.jsonl")
             (tmp / "scenes.json").write_text(json.dumps([s.to_dict() for s in scenes]))
-            np.save(tmp / "frames.npy", frames)
+            (tmp / "frames").mkdir()
             (tmp / "meta.json").write_text(json.dumps(self.params, indent=1))
             try:
                 tmp.rename(self.path)
@@ -191,27 +197,40 @@ class SynthVSI(VQADataset):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def load(self) -> None:
-        """Load the cached split (generating it first if needed)."""
+        """Load the cached split (writing it first if needed)."""
         self.prepare()
         self.records = read_records(self.path / "records.jsonl")
         self.scenes = [SceneAnnotation.from_dict(s) for s in json.loads((self.path / "scenes.json").read_text())]
-        self._frames = np.load(self.path / "frames.npy", mmap_mode="r")
         self._scene_index = {s.scene_name: i for i, s in enumerate(self.scenes)}
+        self._loaded = True
+
+    def scene_frames(self, scene_name: str) -> torch.Tensor:
+        """uint8 ``[F, H, W, 3]`` frames of a scene: read from the cache, or rendered and cached."""
+        file = self.path / "frames" / f"{scene_name}.npy"
+        if file.is_file():
+            return torch.from_numpy(np.load(file))
+        scene = self.scenes[self._scene_index[scene_name]]
+        with _one_torch_thread():
+            eyes, targets = np.array(scene.extra["eyes"]), np.array(scene.extra["targets"])
+            frames = render_frames(scene, eyes, targets, self.image_size)
+        tmp = file.with_name(f".{file.stem}.{os.getpid()}.npy")
+        np.save(tmp, frames.numpy())
+        os.replace(tmp, file)  # atomic: concurrent readers see the whole file or none
+        return frames
 
     def frames(self, index: int) -> torch.Tensor:
-        if self._frames is None:
-            if not self.records:
-                self.load()
-            else:  # unpickled in a DataLoader worker: reopen the memory map only
-                self._frames = np.load(self.path / "frames.npy", mmap_mode="r")
-        return torch.from_numpy(np.array(self._frames[self._scene_index[self.records[index].video]]))
+        if not self._loaded:
+            self.load()
+        return self.scene_frames(self.records[index].video)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_frames"] = None  # a memory map would be pickled as a full copy of the frames
-        return state
+    def render_all(self) -> None:
+        """Render and cache the frames of every scene now (with a progress bar) instead of on first read."""
+        if not self._loaded:
+            self.load()
+        for scene in tqdm(self.scenes, desc=f"SynthVSI {self.split} frames", leave=False):
+            self.scene_frames(scene.scene_name)
 
     def __len__(self) -> int:
-        if self._frames is None:
+        if not self._loaded:
             self.load()
         return len(self.records)
