@@ -137,3 +137,19 @@ def test_generator_decodes_renders_with_aux_maps_and_gradients():
     torch.testing.assert_close(torch.remainder(azim[0], 360), torch.tensor([45.0, 135.0, 225.0, 315.0]), atol=1e-3, rtol=0)
     with pytest.raises(FileNotFoundError, match="zoo fit --config toy-splat-prior"):
         ToySplatGenerator(prior="/no/such/folder")
+
+
+def test_template_classifier_recognises_ground_truth_shapes_from_novel_views():
+    from zoo.tasks.text_to_3d.metrics import classify, template_alphas
+
+    gen = ToySplatGenerator(prior=None)
+    labels = torch.arange(16)
+    shapes = sample_shapes(16, labels=labels, generator=torch.Generator().manual_seed(1))
+    cams = gen.cameras(16, random_cameras=False)
+    renders = gen.render_views(shape_splatter(shapes, toy_input_cameras(16), 16, depth_range=TOY_DEPTH_RANGE), cams, 32)
+    primitive, colour = classify(renders.images, renders.alpha, template_alphas(gen, cams, 32))
+    assert (primitive == labels // 4).all() and (colour == labels % 4).all()
+    # a ball of the right colour and size is classified a sphere, whatever the prompt said
+    balls = sample_shapes(4, labels=torch.tensor([0, 1, 2, 3]), generator=torch.Generator().manual_seed(2))
+    ball_renders = gen.render_views(shape_splatter(balls, toy_input_cameras(4), 16, depth_range=TOY_DEPTH_RANGE), cams[:4], 32)
+    assert (classify(ball_renders.images, ball_renders.alpha, template_alphas(gen, cams, 32))[0] == 0).all()

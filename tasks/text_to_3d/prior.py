@@ -10,6 +10,8 @@ as DiffSplat does). It is trained with v-prediction (``zoo fit --config toy-spla
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import UNet2DModel
 from lightning.pytorch import LightningDataModule
@@ -141,3 +143,17 @@ class ProceduralShapes(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed + 1)
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=generator)
+
+
+def export_release(checkpoint: str | Path, output_dir: str | Path, *, metrics: dict[str, float] | None = None) -> Path:
+    """Write the release folder of a ``zoo fit --config toy-splat-prior`` checkpoint: the module is rebuilt from
+    the run's saved ``config.yaml`` (beside ``checkpoints/``) and its weights loaded from the checkpoint."""
+    import yaml
+
+    from zoo.configurable import instantiate
+
+    checkpoint = Path(checkpoint)
+    config = yaml.safe_load((checkpoint.parent.parent / "config.yaml").read_text())["model"]
+    module = instantiate(config)
+    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+    return module.save_pretrained(output_dir, metrics=metrics)
