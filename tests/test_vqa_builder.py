@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zoo.tasks.spatial_vqa.builder import QuestionBuilder
 from zoo.tasks.spatial_vqa.scenes import SceneAnnotation, scenes_from_meta_info
@@ -73,6 +75,7 @@ def _only(scene, name):
 
 
 def _brute_force_answer(scene: SceneAnnotation, record, distance: str) -> str | float:
+    """The answer recomputed from the raw boxes: a word / integer string, or an unrounded float."""
     q, t = record.question, record.question_type
     if t == "object_counting":
         return str(sum(o.category == re.search(r"How many (.+?)\(s\)", q).group(1) for o in scene.objects))
@@ -80,7 +83,7 @@ def _brute_force_answer(scene: SceneAnnotation, record, distance: str) -> str | 
         a, b = (_only(scene, n) for n in re.search(r"between the (.+?) and the (.+?) \(in meters\)", q).groups())
         return float(np.linalg.norm(_centre(a) - _centre(b))) if distance == "centre" else _closest_by_sampling(a, b)
     if t == "object_size_estimation":
-        return str(int(round(100 * _longest_edge(_only(scene, re.search(r"dimension .* of the (.+?),", q).group(1))))))
+        return 100 * _longest_edge(_only(scene, re.search(r"dimension .* of the (.+?),", q).group(1)))
     if t == "room_size_estimation":
         extent = scene.floor_polygon.max(0) - scene.floor_polygon.min(0)  # SynthVSI rooms are rectangles
         return float(extent[0] * extent[1])
@@ -93,6 +96,16 @@ def _brute_force_answer(scene: SceneAnnotation, record, distance: str) -> str | 
         p, o, qn = re.search(r"standing by the (.+?) and facing the (.+?), is the (.+?) to ", q).groups()
         return _direction(_only(scene, p), _only(scene, o), _only(scene, qn), t.rsplit("_", 1)[1])
     raise AssertionError(t)
+
+
+def _check(record, expected: str | float) -> None:
+    """Words and counts must match exactly; measurements up to the answer's rounding (half a unit of its last
+    digit: 0.05 m / m², 0.5 cm) plus float slack."""
+    if isinstance(expected, float):
+        half_unit = 0.5 if record.question_type == "object_size_estimation" else 0.05
+        assert abs(float(record.ground_truth) - expected) <= half_unit + 1e-6, (record, expected)
+    else:
+        assert _answer_word(record) == expected, record
 
 
 def _answer_word(record) -> str:
@@ -112,12 +125,7 @@ def test_builder_answers_equal_brute_force_over_many_seeds(style):
         scene = generate_scene(rng, f"s{seed}")
         for record in builder.build(scene, rng):
             seen.add(record.question_type)
-            expected = _brute_force_answer(scene, record, "centre")
-            if isinstance(expected, float):
-                # answers are rounded to one decimal: |rounded − exact| ≤ 0.05 (+ float slack)
-                assert abs(float(record.ground_truth) - expected) <= 0.05 + 1e-9, record
-            else:
-                assert _answer_word(record) == expected, record
+            _check(record, _brute_force_answer(scene, record, "centre"))
     assert len(seen) == 8  # every built question type was exercised
 
 
@@ -198,3 +206,24 @@ def test_cap_per_type_and_bad_arguments():
         QuestionBuilder(style="mmbench")
     with pytest.raises(ValueError, match="unknown question types"):
         QuestionBuilder(max_per_type={"route_planning": 1})
+
+
+@st.composite
+def _box_scenes(draw) -> SceneAnnotation:
+    """Arbitrary box layouts (overlaps allowed, any size), not only the SynthVSI generator's."""
+    n = draw(st.integers(1, 9))
+    categories = [draw(st.sampled_from(["sofa", "bed", "chair", "lamp", "sink", "tv"])) for _ in range(n)]
+    coord = st.floats(-5, 5, allow_nan=False).map(lambda v: round(v, 3))
+    centers = [[draw(coord), draw(coord), draw(st.floats(0, 2).map(lambda v: round(v, 3)))] for _ in range(n)]
+    lengths = [[draw(st.floats(0.05, 3).map(lambda v: round(v, 3))) for _ in range(3)] for _ in range(n)]
+    w, d = draw(st.floats(1, 12).map(lambda v: round(v, 3))), draw(st.floats(1, 12).map(lambda v: round(v, 3)))
+    return SceneAnnotation.from_boxes(
+        "synthvsi", "h", categories, centers, lengths, floor_polygon=[[0, 0], [w, 0], [w, d], [0, d]]
+    )
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(scene=_box_scenes(), style=st.sampled_from(["vsi100k", "vsibench"]), seed=st.integers(0, 2**16))
+def test_builder_answers_equal_brute_force_on_arbitrary_layouts(scene, style, seed):
+    for record in QuestionBuilder(style=style).build(scene, np.random.default_rng(seed)):
+        _check(record, _brute_force_answer(scene, record, "centre"))
