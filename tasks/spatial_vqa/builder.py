@@ -149,6 +149,7 @@ class QuestionBuilder(Configurable):
         return [(template.format(c), [], str(n)) for c, n in sorted(scene.counts.items()) if n >= self.min_count]
 
     def abs_distance(self, scene: SceneAnnotation, rng: np.random.Generator) -> list[tuple]:
+        """Distance (m, one decimal) for every pair of unique-category objects; touching pairs are skipped."""
         unique = scene.unique_objects()
         out = []
         for a, b in itertools.combinations(sorted(unique), 2):
@@ -163,11 +164,13 @@ class QuestionBuilder(Configurable):
         return out
 
     def object_size(self, scene: SceneAnnotation, rng: np.random.Generator) -> list[tuple]:
+        """Longest bounding-box edge (cm, integer) of every unique-category object."""
         unique = scene.unique_objects()
         q = "What is the length of the longest dimension (length, width, or height) of the {}, measured in centimeters?"
         return [(q.format(c), [], str(int(round(unique[c].lengths.max() * 100)))) for c in sorted(unique)]
 
     def room_size(self, scene: SceneAnnotation, rng: np.random.Generator) -> list[tuple]:
+        """Floor area (m², one decimal), when the scene has one."""
         if scene.room_area is None:
             return []
         q = "What is the size of this room (in square meters)?"
@@ -176,6 +179,7 @@ class QuestionBuilder(Configurable):
         return [(q, [], f"{round(scene.room_area, 1):.1f}")]
 
     def rel_distance(self, scene: SceneAnnotation, rng: np.random.Generator) -> list[tuple]:
+        """Per unique target: the closest of up to 4 random unique candidates (unambiguous by the margin)."""
         unique = scene.unique_objects()
         names = sorted(unique)
         out = []
@@ -200,6 +204,7 @@ class QuestionBuilder(Configurable):
         return out
 
     def rel_direction(self, scene: SceneAnnotation, level: str, rng: np.random.Generator) -> list[tuple]:
+        """Every ordered triple (P, O, Q) of unique objects whose direction answer is unambiguous at ``level``."""
         unique = scene.unique_objects()
         out = []
         for p, o, qn in itertools.permutations(sorted(unique), 3):

@@ -86,10 +86,12 @@ class SpatialVQADataModule(Configurable, LightningDataModule):
         return [d for d in (self.train_set, self.val_set, self.test_set) if d is not None]
 
     def prepare_data(self) -> None:
+        """Create the datasets' files (SynthVSI questions, VSI-Bench download) once, on one process."""
         for dataset in self._datasets():
             dataset.prepare()
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the records of every dataset (on every process)."""
         for dataset in self._datasets():
             dataset.load()
 
@@ -106,10 +108,13 @@ class SpatialVQADataModule(Configurable, LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) batches with training prompts."""
         return self._loader(self.train_set, "train", True)
 
     def val_dataloader(self) -> DataLoader:
+        """Batches of ``val`` in file order with evaluation prompts."""
         return self._loader(self.val_set, "val", False)
 
     def test_dataloader(self) -> DataLoader:
+        """Batches of ``test`` (or ``val``) in file order with evaluation prompts."""
         return self._loader(self.test_set, "test", False)

@@ -62,6 +62,7 @@ class VQADataset(Configurable, Dataset):
         """Create whatever files :meth:`load` needs (nothing by default)."""
 
     def load(self) -> None:
+        """Fill ``self.records`` (called on every process)."""
         raise NotImplementedError
 
     def frames(self, index: int) -> torch.Tensor:
@@ -219,6 +220,7 @@ class SynthVSI(VQADataset):
         return frames
 
     def frames(self, index: int) -> torch.Tensor:
+        """uint8 ``[F, H, W, 3]`` frames of record ``index`` (its scene's, rendered on first read)."""
         if not self._loaded:
             self.load()
         return self.scene_frames(self.records[index].video)

@@ -135,6 +135,7 @@ class VSIBenchMetric(Metric):
         self.count.index_add_(0, index, torch.ones_like(values))
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """Per-task scores and ``overall``, in percent (see the class docstring)."""
         means = {
             t: self.score_sum[i] / self.count[i] for i, t in enumerate(QUESTION_TYPES) if self.count[i] > 0
         }

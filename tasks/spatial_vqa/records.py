@@ -78,6 +78,7 @@ class VQARecord:
         return self.question_type in NA_QUESTION_TYPES
 
     def to_dict(self) -> dict:
+        """The record as a plain dict (the file row)."""
         return asdict(self)
 
     @classmethod

@@ -47,6 +47,7 @@ class SceneObject:
             self.points = np.asarray(self.points, dtype=np.float64).reshape(-1, 3)
 
     def to_dict(self) -> dict:
+        """JSON-ready fields (points are not written)."""
         return {
             "category": self.category,
             "center": self.center.tolist(),
@@ -84,6 +85,7 @@ class SceneAnnotation:
         return {o.category: o for o in self.objects if counts[o.category] == 1}
 
     def to_dict(self) -> dict:
+        """JSON-ready scene (objects without their points)."""
         return {
             "dataset": self.dataset,
             "scene_name": self.scene_name,
@@ -95,6 +97,7 @@ class SceneAnnotation:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> SceneAnnotation:
+        """Inverse of :meth:`to_dict`."""
         return cls(
             dataset=data["dataset"],
             scene_name=data["scene_name"],

@@ -149,6 +149,7 @@ class VideoQA(VQADataset):
             )
 
     def frames(self, index: int) -> torch.Tensor:
+        """``num_frames`` uniformly sampled frames of record ``index``'s video, decoded now."""
         if self._video_dir is None:
             self.load()
         return read_video_frames(self._video_dir / self.records[index].video, self.num_frames)
