@@ -96,7 +96,7 @@ class QuestionBuilder(Configurable):
         style: ``"vsi100k"`` (option-less training records) or ``"vsibench"`` (lettered options).
         distance: ``"centre"`` (VSI-100k) or ``"closest"`` (VSI-Bench) for absolute and relative distances.
         max_per_type: at most this many questions per question type and scene (an int for all types, a mapping
-            by type, or None for all); a random subset is kept.
+            by type (types it does not name are not capped), or None for all); a random subset is kept.
         rel_distance_margin: minimum gap (m) between the closest and the second-closest candidate.
         angle_margin: minimum distance (degrees) of a relative-direction angle from an answer boundary.
         min_direction_distance: minimum distance (m) between P and O and between P and Q.
