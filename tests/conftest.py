@@ -1,5 +1,6 @@
 """Offline test harness.
 
+* ``ZOO_CACHE`` (generated datasets) points to a temp dir shared by the session.
 * Every test runs with ``HF_HUB_OFFLINE=1``, ``HF_HUB_DISABLE_XET=1`` and its own ``HF_HOME`` in a temp dir
   (hub constants are read at import time, so the session-wide values are set here, before anything imports
   ``huggingface_hub``, and the per-test ones are patched into ``huggingface_hub.constants``).
@@ -27,6 +28,8 @@ os.environ.update(
         "HF_HUB_DISABLE_XET": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # generated datasets (SynthVSI, procedural shapes) are cached once per test session, never in ~/.cache
+        "ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-cache-"),
     }
 )
 os.environ.pop("HF_TOKEN", None)
