@@ -6,7 +6,10 @@ Phases (each a sub-command; all seeded, one thread, results as JSON under ``--ou
                layout + tokenizer) every ``--save-every`` steps;
 * ``eval``     greedy VSI-Bench score of a saved policy on the held-out split, per question type, beside the
                best-constant-answer baseline (constants chosen on the training split);
-* ``grpo``     GRPO from a saved policy for ``--minutes``; ``control`` continues SFT for the same wall time.
+* ``grpo``     GRPO from a saved policy for ``--minutes``; ``control`` continues SFT for the same wall time;
+* ``constants`` the best-constant-answer baseline alone;
+* ``ship``     write a saved SFT policy as an alignzoo release (``--ship-dir``) with the study's numbers in its card
+               (``--card`` markdown file).
 
     python benchmarks/grpo_toy_study.py sft --minutes 45 --out /tmp/h6
     python benchmarks/grpo_toy_study.py eval --policy /tmp/h6/sft/step-001200 --out /tmp/h6
@@ -141,9 +144,26 @@ def run_grpo(policy: QwenVLPolicy, train, args, out: Path) -> list[dict]:
     return stop.curve
 
 
+def ship(args) -> None:
+    """The saved policy as a release of the SFT module that builds the same tiny architecture in code."""
+    from transformers import AutoModelForImageTextToText
+
+    trained = AutoModelForImageTextToText.from_pretrained(args.policy)
+    module = SFT(QwenVLPolicy("tiny-random", seed=args.seed, **TINY), lr=args.lr, max_new_tokens=10)
+    module.policy.model.load_state_dict(trained.state_dict())
+    scores = json.loads((args.out / f"eval-{Path(args.policy).parent.name}-{Path(args.policy).name}.json").read_text())
+    metrics = {f"synthvsi/{k}": v["mean"] for k, v in scores["scores"].items()}
+    if args.card is not None:
+        module.card_sections = {"SynthVSI study": args.card.read_text()}
+    module.save_pretrained(args.ship_dir, metrics=metrics)
+    print(f"shipped {args.policy} to {args.ship_dir}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["sft", "eval", "grpo", "control", "constants"])
+    parser.add_argument("phase", choices=["sft", "eval", "grpo", "control", "constants", "ship"])
+    parser.add_argument("--ship-dir", type=Path, default=Path("zoo/pretrained/tiny-qwen2vl-synthvsi"))
+    parser.add_argument("--card", type=Path, default=None, help="markdown of the card's study section")
     parser.add_argument("--out", type=Path, default=Path("/tmp/grpo_toy_study"))
     parser.add_argument("--cache", default=None, help="SynthVSI cache folder")
     parser.add_argument("--policy", default=None, help="saved policy folder to start from / evaluate")
@@ -169,6 +189,9 @@ def main() -> None:
         scores = per_type_scores([constants[r.question_type] for r in evals.records], evals.records)
         (args.out / "constants.json").write_text(json.dumps({"answers": constants, "scores": scores}, indent=1))
         print(json.dumps(scores, indent=1))
+        return
+    if args.phase == "ship":
+        ship(args)
         return
     policy = QwenVLPolicy(args.policy or "tiny-random", seed=args.seed, **(TINY if not args.policy else {"system_prompt": None}))
     if args.phase == "eval":

@@ -162,21 +162,21 @@ def test_module_loss_is_the_functional_objective_on_its_own_tensors():
 
 
 def test_resume_from_mid_run_checkpoint_continues_identically(tmp_path):
-    """3 epochs of one batch straight vs 1 epoch, checkpoint, then resumed to 3 epochs in a fresh module (optimizer
+    """2 epochs of one batch straight vs 1 epoch, checkpoint, then resumed to 2 epochs in a fresh module (optimizer
     state, reference model and step counter restored; sampling noise a function of the step only)."""
     torch.manual_seed(0)
-    straight = make_module(num_iterations=2)
-    trainer(tmp_path / "a", max_epochs=3, enable_checkpointing=False).fit(straight, loader(2))
+    straight = make_module(num_iterations=2, num_generations=2, micro_batch_size=None)
+    trainer(tmp_path / "a", max_epochs=2, enable_checkpointing=False).fit(straight, loader(2))
 
     torch.manual_seed(0)
-    first = make_module(num_iterations=2)
+    first = make_module(num_iterations=2, num_generations=2, micro_batch_size=None)
     t1 = trainer(tmp_path / "b", max_epochs=1, enable_checkpointing=False)
     t1.fit(first, loader(2))
     ckpt = tmp_path / "mid.ckpt"
     t1.save_checkpoint(ckpt)
     torch.manual_seed(123)  # a different global RNG state: the run must not depend on it
-    resumed = make_module(num_iterations=2)
-    trainer(tmp_path / "c", max_epochs=3, enable_checkpointing=False).fit(resumed, loader(2), ckpt_path=ckpt)
-    assert resumed.global_step == straight.global_step == 6  # 3 epochs × 1 batch × num_iterations 2
+    resumed = make_module(num_iterations=2, num_generations=2, micro_batch_size=None)
+    trainer(tmp_path / "c", max_epochs=2, enable_checkpointing=False).fit(resumed, loader(2), ckpt_path=ckpt)
+    assert resumed.global_step == straight.global_step == 4  # 2 epochs × 1 batch × num_iterations 2
     for (n, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)

@@ -98,3 +98,14 @@ def test_validation_scores_greedy_answers_with_the_vsibench_metric(tmp_path):
     out = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path).validate(
         module, loader)
     assert "val/vsibench/overall" in out[0] and 0.0 <= out[0]["val/vsibench/overall"] <= 100.0
+
+
+def test_release_of_a_vlm_module_is_a_policy_base(tmp_path):
+    """save_pretrained of an SFT module → QwenVLPolicy(folder) rebuilds the same network (the shipped-base path)."""
+    module = SFT(QwenVLPolicy("tiny-random", tiny_vision_depth=1, system_prompt=None, seed=3), eval_metric=None)
+    module.card_sections = {"Training": "SFT on SynthVSI."}
+    module.save_pretrained(tmp_path / "release", metrics={"overall": 12.5})
+    assert "## Training" in (tmp_path / "release" / "README.md").read_text()
+    loaded = QwenVLPolicy(str(tmp_path / "release"), system_prompt=None)
+    for (name, a), (_, b) in zip(module.policy.model.state_dict().items(), loaded.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

@@ -49,6 +49,10 @@ class VLMAlignmentModule(AlignmentModule):
         self.max_new_tokens = max_new_tokens
         self.eval_metric_path = eval_metric
         self.eval_metric = import_class(eval_metric)() if eval_metric else None
+        #: Held-out scores measured by the sanity-check validation before training (``num_sanity_val_steps=-1``).
+        self.initial_eval_scores: dict[str, float] = {}
+        #: Extra model-card sections (heading → markdown) for whoever trains and releases the module.
+        self.card_sections: dict[str, str] = {}
 
     # ------------------------------------------------------------------ batches
     @staticmethod
@@ -85,9 +89,15 @@ class VLMAlignmentModule(AlignmentModule):
     def _eval_epoch_end(self, prefix: str) -> None:
         if self.eval_metric is None:
             return
-        scores = self.eval_metric.compute()
-        self.log_metrics({k: v.float() for k, v in scores.items()}, prefix=f"{prefix}/vsibench/")
+        scores = {k: v.float() for k, v in self.eval_metric.compute().items()}
         self.eval_metric.reset()
+        if self._trainer is not None and self.trainer.sanity_checking:
+            # Lightning discards what is logged in the sanity check; with num_sanity_val_steps=-1 it is the full
+            # held-out score before training, so keep it and print it.
+            self.initial_eval_scores = {k: v.item() for k, v in scores.items()}
+            self.print(f"{prefix}/vsibench before training: " + ", ".join(f"{k}={v:.2f}" for k, v in self.initial_eval_scores.items()))
+            return
+        self.log_metrics(scores, prefix=f"{prefix}/vsibench/")
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
@@ -110,4 +120,7 @@ class VLMAlignmentModule(AlignmentModule):
         return {f"policy.{k}": v for k, v in self.policy.trainable_state_dict().items()}
 
     def card_metadata(self) -> dict[str, Any]:
-        return {"base_model": self.policy.source} if self.policy.source != TINY_RANDOM else {}
+        meta: dict[str, Any] = {"task": "spatial_vqa", "eval_task": "visual-question-answering", **self.card_sections}
+        if "/" in self.policy.source and shipped_model_dir(self.policy.source) is None:
+            meta["base_model"] = self.policy.source
+        return meta

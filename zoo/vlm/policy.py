@@ -4,7 +4,8 @@
 
 * ``"tiny-random"`` — a randomly initialised Qwen2-VL-architecture model built in code with the byte tokenizer
   (:func:`build_tiny_qwen2vl`), for tests and offline demos;
-* the name of a folder shipped in ``zoo/pretrained/`` (e.g. ``"tiny-qwen2vl-synthvsi"``) or any local folder in
+* the name of a folder shipped in ``zoo/pretrained/`` (e.g. ``"tiny-qwen2vl-synthvsi"``) or any local folder: an
+  alignzoo release of a VLM algorithm (``config.yaml``; its policy, LoRA merged, becomes the base) or a folder in
   transformers' ``save_pretrained`` layout (config + weights + tokenizer);
 * a Hub id such as ``"Qwen/Qwen2-VL-2B-Instruct"`` (downloaded through the Hugging Face cache).
 
@@ -101,8 +102,9 @@ class Rollout:
 class QwenVLPolicy(Configurable, nn.Module):
     """Qwen2-VL / Qwen2.5-VL video-QA policy with optional LoRA (peft) and gradient checkpointing.
 
-    ``system_prompt`` is the chat's system turn (Qwen2-VL's default; ``None`` omits the turn). ``lora_rank > 0`` wraps the language model's projections in LoRA adapters and freezes everything else; the
-    reference policy (for the KL term) is then the same network with the adapters disabled.
+    ``system_prompt`` is the chat's system turn (Qwen2-VL's default; ``None`` omits the turn). ``lora_rank > 0``
+    wraps the language model's projections in LoRA adapters and freezes everything else; the reference policy (for
+    the KL term) is then the same network with the adapters disabled.
     """
 
     def __init__(
@@ -125,6 +127,8 @@ class QwenVLPolicy(Configurable, nn.Module):
         self.source = model
         self.system_prompt = system_prompt
         self.model, self.tokenizer = self._load(model, getattr(torch, dtype), tiny_hidden_size, tiny_num_layers, tiny_vision_depth, seed)
+        # from_pretrained returns eval mode, in which transformers skips gradient checkpointing: train by default
+        self.model.train()
         vision = self.model.config.vision_config
         self.video_config = VideoProcessorConfig(
             patch_size=vision.patch_size,
@@ -155,7 +159,9 @@ class QwenVLPolicy(Configurable, nn.Module):
         if source == TINY_RANDOM:
             tokenizer = build_byte_tokenizer()
             return build_tiny_qwen2vl(tokenizer, hidden_size=hidden, num_layers=layers, vision_depth=vision_depth, seed=seed).to(dtype), tokenizer
-        folder = shipped_model_dir(source) or (Path(source) if Path(source).is_dir() else None)
+        folder = shipped_model_dir(source) or (Path(source).expanduser() if Path(source).expanduser().is_dir() else None)
+        if folder is not None and (folder / "config.yaml").is_file():
+            return QwenVLPolicy._load_release(folder)
         where = str(folder) if folder is not None else source
         try:
             model = AutoModelForImageTextToText.from_pretrained(where, dtype=dtype)
@@ -167,6 +173,18 @@ class QwenVLPolicy(Configurable, nn.Module):
             ) from err
         tokenizer.padding_side = "left"
         return model, tokenizer
+
+    @staticmethod
+    def _load_release(folder: Path):
+        """The (merged) network and tokenizer of the policy inside an alignzoo release of a VLM algorithm."""
+        from zoo.hub import from_pretrained
+
+        module = from_pretrained(folder)
+        policy = getattr(module, "policy", None)
+        if not isinstance(policy, QwenVLPolicy):
+            raise TypeError(f"{folder} is a release of {type(module).__name__}, which holds no QwenVLPolicy")
+        model = policy.model.merge_and_unload() if policy.uses_lora else policy.model
+        return model, policy.tokenizer
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, videos: list[torch.Tensor] | torch.Tensor, questions: list[str]) -> dict[str, torch.Tensor]:
