@@ -102,10 +102,10 @@ class DDPO(DiffusionAlignmentModule):
 
     def training_step(self, batch: Sequence[str], batch_idx: int) -> None:
         trajs = self.rollout(batch).to(self.device)
-        keep = self.finite_rows(trajs.rewards)
+        finite = self.finite_rows(trajs.rewards)
         metrics: dict[str, float] = {"reward": float(trajs.rewards.nanmean())}
-        if keep.sum() >= 2:
-            trajs = trajs.select(keep.nonzero().squeeze(1))
+        if finite.sum() >= 2:
+            # non-finite rewards get advantage 0: those trajectories add nothing to the loss
             advantages = normalized_advantages(
                 trajs.rewards, trajs.prompts, self.advantage_normalization == "prompt", self.adv_clip_max
             )

@@ -203,7 +203,7 @@ class NablaR2D3(DiffusionAlignmentModule):
         if self.flow_network is not None:
             gfn = gfn + self.reverse_loss_scale * stats["reverse"] + stats["terminal"]
         loss = gfn + self.reg_scale * stats["reg"]
-        return loss, {k: float(v) for k, v in stats.items()}
+        return loss, {k: float(v.detach()) for k, v in stats.items()}
 
     # ------------------------------------------------------------------ training
     def parameter_groups(self) -> list[dict[str, Any]]:
