@@ -16,7 +16,7 @@ ADAPTER = "default"
 def add_lora(module: nn.Module, targets: Sequence[str], rank: int = 8, alpha: float | None = None) -> list[nn.Parameter]:
     """Freeze ``module`` and inject LoRA adapters (rank ``rank``, ``lora_alpha = alpha`` or ``rank``, Gaussian
     init of A and zero B, so the policy starts equal to the base) into the sub-modules named by ``targets``.
-    Returns the adapter parameters (the only trainable ones)."""
+    Returns the adapter parameters (the only trainable ones, kept in fp32)."""
     module.requires_grad_(False)
     config = LoraConfig(
         r=rank, lora_alpha=rank if alpha is None else alpha, target_modules=list(targets), init_lora_weights="gaussian"
@@ -29,7 +29,8 @@ def add_lora(module: nn.Module, targets: Sequence[str], rank: int = 8, alpha: fl
             "Set the generator's lora_targets to names of its Linear/Conv sub-modules."
         ) from err
     params = [p for name, p in module.named_parameters() if "lora_" in name]
-    for p in params:
+    for p in params:  # adapters train in fp32 even when the frozen weights are bf16/fp16 (spec §7)
+        p.data = p.data.float()
         p.requires_grad_(True)
     return params
 
