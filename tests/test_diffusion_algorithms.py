@@ -339,3 +339,36 @@ def test_validation_logs_reward_path_kl_and_diversity(tmp_path):
     logged = trainer.callback_metrics
     assert {"val/reward", "val/path_kl", "val/diversity"} <= set(logged)
     assert float(logged["val/path_kl"]) > 0  # two updates moved the policy away from the base
+
+
+# ---------------------------------------------------------------------------------------------- release / extension
+def test_save_pretrained_round_trip_carries_only_the_trained_tensors(tmp_path):
+    torch.manual_seed(0)
+    module = NablaR2D3(TinyUNetGenerator(), ColourReward(), num_steps=4, flow_network=TinyFlowNetwork())
+    _perturb_lora(module)
+    saved = module.state_dict_to_save()
+    lora_names = {n for n, p in module.named_parameters() if "lora_" in n}
+    flow_names = {f"flow_network.{n}" for n, _ in module.flow_network.named_parameters()}
+    assert set(saved) == lora_names | flow_names
+    module.save_pretrained(tmp_path / "release", metrics={"reward": -1.0})
+    loaded = NablaR2D3.from_pretrained(tmp_path / "release")
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+class BrightnessDRaFT(DRaFT):
+    """A downstream variant that overrides only the reward hook: maximise mean brightness."""
+
+    def compute_rewards(self, samples, batch, *, random_cameras=True):
+        return self.generator.decode(samples).images.mean((1, 2, 3, 4))
+
+
+def test_a_subclass_overriding_the_reward_hook_trains_on_its_reward(tmp_path):
+    torch.manual_seed(0)
+    module = BrightnessDRaFT(TinyUNetGenerator(), ColourReward(), num_steps=4, train_batch_size=4, lr=1e-2)
+    rng = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    before = float(module.evaluate(PROMPTS, rng())["images"].mean())
+    _trainer(tmp_path, 1, enable_checkpointing=False, limit_val_batches=0).fit(
+        module, PromptDataModule(prompts=PROMPTS, batch_size=4, rounds_per_epoch=4)
+    )
+    assert float(module.evaluate(PROMPTS, rng())["images"].mean()) > before + 0.02
