@@ -22,7 +22,7 @@ from torch import nn
 from zoo.algorithms.base import Paper
 from zoo.algorithms.diffusion_base import DiffusionAlignmentModule
 from zoo.configurable import Configurable
-from zoo.diffusion.generator import Condition, DiffusionGenerator, map_condition
+from zoo.diffusion.generator import Condition, DiffusionGenerator
 from zoo.diffusion.kernels import gaussian_score
 from zoo.diffusion.rollout import RolloutBuffer, Trajectories, subsample_steps
 from zoo.rewards import Reward
