@@ -90,6 +90,7 @@ class DiffusionGenerator(Configurable, nn.Module):
 
         3D generators sample a fresh camera set per call from ``generator`` when ``random_cameras`` is true (the
         training-time reward of Nabla-R2D3, spec §2.3) and use their fixed evaluation cameras otherwise.
+        ``generator`` is the algorithm's CPU random stream (saved in checkpoints): draw on CPU, then move.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement decode(latents, ...)")
 
