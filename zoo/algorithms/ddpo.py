@@ -127,7 +127,7 @@ class DDPO(DiffusionAlignmentModule):
                 for j in range(n_train):
                     loss, stats = self.step_loss(mb, steps[:, j], advantages[index])
                     self.manual_backward(loss / (self.grad_accum * n_train))
-                    stats["loss"] = float(loss)
+                    stats["loss"] = float(loss.detach())
                     for k, v in stats.items():
                         totals[k] = totals.get(k, 0.0) + v
                     count += 1

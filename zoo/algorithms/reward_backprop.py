@@ -55,8 +55,8 @@ class RewardBackpropModule(DiffusionAlignmentModule):
             if finite.any():
                 loss = -rewards[finite].mean()
                 self.manual_backward(loss / self.grad_accum)
-                totals["reward"] += float(rewards[finite].mean())
-                totals["loss"] += float(loss)
+                totals["reward"] += float(rewards[finite].detach().mean())
+                totals["loss"] += float(loss.detach())
                 count += 1
             if (i + 1) % self.grad_accum == 0:
                 norms = self.clip_and_step()
