@@ -53,6 +53,7 @@ class PromptDataModule(LightningDataModule):
         batch_size: prompts per round.
         rounds_per_epoch: training batches per epoch.
         val_prompts: fixed prompts evaluated on validation (none: no validation).
+        val_batch_size: prompts per validation batch (default ``batch_size``).
         seed: seed of the prompt draws.
     """
 
@@ -63,6 +64,7 @@ class PromptDataModule(LightningDataModule):
         batch_size: int = 4,
         rounds_per_epoch: int = 1,
         val_prompts: Sequence[str] | None = None,
+        val_batch_size: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -74,10 +76,11 @@ class PromptDataModule(LightningDataModule):
             raise ValueError("the prompt list is empty")
         self.prompts, self.val_prompts = list(prompts), list(val_prompts or [])
         self.batch_size, self.rounds_per_epoch, self.seed = batch_size, rounds_per_epoch, seed
+        self.val_batch_size = batch_size if val_batch_size is None else val_batch_size
 
     def train_dataloader(self) -> DataLoader:
         sampler = _EpochDraws(len(self.prompts), self.batch_size * self.rounds_per_epoch, self.seed)
         return DataLoader(_Prompts(self.prompts), batch_size=self.batch_size, sampler=sampler, collate_fn=_collate)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Prompts(self.val_prompts), batch_size=self.batch_size, collate_fn=_collate)
+        return DataLoader(_Prompts(self.val_prompts), batch_size=self.val_batch_size, collate_fn=_collate)
