@@ -76,7 +76,7 @@ def per_type_scores(predictions, records) -> dict[str, dict[str, float]]:
 
 
 @torch.no_grad()
-def evaluate(policy: QwenVLPolicy, data: SynthVSI, batch_size: int = 32, max_new_tokens: int = 10) -> list[str]:
+def evaluate(policy: QwenVLPolicy, data: SynthVSI, batch_size: int = 32, max_new_tokens: int = 16) -> list[str]:
     policy.eval()
     module = SFT(policy, max_new_tokens=max_new_tokens, eval_metric=None)
     predictions = []
@@ -115,7 +115,7 @@ def run_grpo(policy: QwenVLPolicy, train, args, out: Path) -> list[dict]:
     from lightning.pytorch import Trainer
 
     module = GRPO(policy, [SpatialVQAReward(mode="vanilla")], num_generations=args.num_generations, temperature=1.0,
-                  max_new_tokens=10, beta=args.beta, loss_type="grpo", lr=args.lr, eval_metric=None, seed=args.seed)
+                  max_new_tokens=16, beta=args.beta, loss_type="grpo", lr=args.lr, eval_metric=None, seed=args.seed)
 
     class Budget(torch.utils.data.IterableDataset):
         def __iter__(self):
@@ -144,12 +144,48 @@ def run_grpo(policy: QwenVLPolicy, train, args, out: Path) -> list[dict]:
     return stop.curve
 
 
+def compare(runs: list[Path], evals: SynthVSI) -> str:
+    """Markdown table: per question type and overall, each run's score and its paired difference to the first run
+    (± the standard error of the paired per-question differences; overall combines the per-task errors)."""
+    from zoo.tasks.spatial_vqa.records import REL_DIRECTION_SUBTYPES, task_of
+
+    loaded = [json.loads(r.read_text()) for r in runs]
+    per_q = [torch.tensor(d["per_question"], dtype=torch.float64) for d in loaded]
+    types = sorted({r.question_type for r in evals.records})
+    index = {t: torch.tensor([r.question_type == t for r in evals.records]) for t in types}
+    header = "| question type | n | " + " | ".join(r.stem.removeprefix("eval-") for r in runs) + " |"
+    lines = [header, "|" + "---|" * (2 + len(runs))]
+    diffs: dict[str, list[tuple[float, float]]] = {t: [] for t in types}
+    for t in types:
+        cells = [f"{100 * p[index[t]].mean():.1f}" for p in per_q[:1]]
+        for p in per_q[1:]:
+            d = 100 * (p[index[t]] - per_q[0][index[t]])
+            se = d.std().item() / math.sqrt(len(d))
+            diffs[t].append((d.mean().item(), se))
+            cells.append(f"{100 * p[index[t]].mean():.1f} ({d.mean():+.1f} ± {se:.1f})")
+        lines.append(f"| {t} | {int(index[t].sum())} | " + " | ".join(cells) + " |")
+    tasks = sorted({task_of(t) for t in types})
+    overall = []
+    for k in range(len(runs) - 1):
+        mean = var = 0.0
+        for task in tasks:
+            members = [t for t in types if task_of(t) == task]
+            w = 1 / len(members) if task == "object_rel_direction" and set(members) <= set(REL_DIRECTION_SUBTYPES) else 1.0
+            mean += sum(w * diffs[t][k][0] for t in members) / len(tasks)
+            var += sum((w * diffs[t][k][1]) ** 2 for t in members) / len(tasks) ** 2
+        overall.append(f"{mean:+.2f} ± {math.sqrt(var):.2f}")
+    lines.append("| overall (VSI-Bench mean) | | " + " | ".join(
+        [f"{loaded[0]['scores']['overall']['mean']:.2f}"]
+        + [f"{d['scores']['overall']['mean']:.2f} ({o})" for d, o in zip(loaded[1:], overall)]) + " |")
+    return "\n".join(lines)
+
+
 def ship(args) -> None:
     """The saved policy as a release of the SFT module that builds the same tiny architecture in code."""
     from transformers import AutoModelForImageTextToText
 
     trained = AutoModelForImageTextToText.from_pretrained(args.policy)
-    module = SFT(QwenVLPolicy("tiny-random", seed=args.seed, **TINY), lr=args.lr, max_new_tokens=10)
+    module = SFT(QwenVLPolicy("tiny-random", seed=args.seed, **TINY), lr=args.lr, max_new_tokens=16)
     module.policy.model.load_state_dict(trained.state_dict())
     scores = json.loads((args.out / f"eval-{Path(args.policy).parent.name}-{Path(args.policy).name}.json").read_text())
     metrics = {f"synthvsi/{k}": v["mean"] for k, v in scores["scores"].items()}
@@ -161,7 +197,8 @@ def ship(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["sft", "eval", "grpo", "control", "constants", "ship"])
+    parser.add_argument("phase", choices=["sft", "eval", "grpo", "control", "constants", "ship", "compare"])
+    parser.add_argument("--runs", nargs="*", default=[], help="compare: eval JSON files, the first is the reference")
     parser.add_argument("--ship-dir", type=Path, default=Path("zoo/pretrained/tiny-qwen2vl-synthvsi"))
     parser.add_argument("--card", type=Path, default=None, help="markdown of the card's study section")
     parser.add_argument("--out", type=Path, default=Path("/tmp/grpo_toy_study"))
@@ -193,14 +230,19 @@ def main() -> None:
     if args.phase == "ship":
         ship(args)
         return
+    if args.phase == "compare":
+        print(compare([Path(r) for r in args.runs], split("eval", args)))
+        return
     policy = QwenVLPolicy(args.policy or "tiny-random", seed=args.seed, **(TINY if not args.policy else {"system_prompt": None}))
     if args.phase == "eval":
         evals = split("eval", args)
         predictions = evaluate(policy, evals)
         scores = per_type_scores(predictions, evals.records)
         name = Path(args.policy).parent.name + "-" + Path(args.policy).name
+        per_question = [score_answer(p, r.ground_truth, r.question_type) for p, r in zip(predictions, evals.records)]
         (args.out / f"eval-{name}.json").write_text(json.dumps({"policy": args.policy, "scores": scores,
-                                                                 "predictions": predictions[:50]}, indent=1))
+                                                                 "per_question": per_question,
+                                                                 "predictions": predictions}, indent=1))
         print(json.dumps(scores, indent=1))
     elif args.phase in ("sft", "control"):
         curve = run_sft(policy, train, args, args.out, "sft" if args.phase == "sft" else "control")
