@@ -19,6 +19,7 @@ import socket
 import tempfile
 
 import pytest
+import torch
 
 _SESSION_HF_HOME = tempfile.mkdtemp(prefix="zoo-hf-home-")
 os.environ.update(
@@ -83,6 +84,15 @@ socket.getaddrinfo = _guarded_getaddrinfo
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and oversubscribed CPUs slow them ~25x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _offline_hub(tmp_path_factory, monkeypatch):
     """A fresh HF_HOME/cache per test, offline; and fail the test if it tried to reach the network."""
     home = tmp_path_factory.mktemp("hf-home")
@@ -113,8 +123,6 @@ def _pytorch3d_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    import torch
-
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     skip_p3d = pytest.mark.skip(reason="needs pytorch3d with its compiled extension (not installable from PyPI)")
     has_gpu = torch.cuda.is_available()

@@ -23,15 +23,6 @@ from zoo.tasks.text_to_image.tiny import COLOURS, ColourReward, TinyFlowNetwork,
 PROMPTS = ["red", "green", "blue", "yellow"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The shared CPU box is oversubscribed; intra-op threads make the tiny UNet ~25x slower there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturb_lora(module, scale=0.05):
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():

@@ -18,15 +18,6 @@ SD_SCHEDULE = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The shared CPU box is oversubscribed; intra-op threads make the tiny UNet ~25x slower there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CASES = [(kind, pred) for kind in ("ddim", "sde-dpmsolver++") for pred in ("epsilon", "v_prediction")]
 
 
