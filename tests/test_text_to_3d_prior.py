@@ -153,3 +153,19 @@ def test_template_classifier_recognises_ground_truth_shapes_from_novel_views():
     balls = sample_shapes(4, labels=torch.tensor([0, 1, 2, 3]), generator=torch.Generator().manual_seed(2))
     ball_renders = gen.render_views(shape_splatter(balls, toy_input_cameras(4), 16, depth_range=TOY_DEPTH_RANGE), cams[:4], 32)
     assert (classify(ball_renders.images, ball_renders.alpha, template_alphas(gen, cams, 32))[0] == 0).all()
+
+
+def test_export_release_rebuilds_the_run_and_appends_notes(tmp_path):
+    import yaml
+
+    from zoo.configurable import to_config
+    from zoo.tasks.text_to_3d.prior import export_release
+
+    module = DenoisingPretraining(MultiViewSplatDenoiser(block_out_channels=(8, 16, 16)))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"seed_everything": 0, "model": to_config(module)}))
+    torch.save({"state_dict": module.state_dict()}, tmp_path / "checkpoints" / "step.ckpt")
+    folder = export_release(tmp_path / "checkpoints" / "step.ckpt", tmp_path / "release", metrics={"acc": 0.5}, notes="## Notes\ntext")
+    back = DenoisingPretraining.from_pretrained(folder)
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in module.state_dict().items())
+    assert (folder / "README.md").read_text().endswith("## Notes\ntext\n")

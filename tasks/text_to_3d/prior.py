@@ -145,15 +145,22 @@ class ProceduralShapes(LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=generator)
 
 
-def export_release(checkpoint: str | Path, output_dir: str | Path, *, metrics: dict[str, float] | None = None) -> Path:
+def export_release(
+    checkpoint: str | Path, output_dir: str | Path, *, metrics: dict[str, float] | None = None, notes: str = ""
+) -> Path:
     """Write the release folder of a ``zoo fit --config toy-splat-prior`` checkpoint: the module is rebuilt from
-    the run's saved ``config.yaml`` (beside ``checkpoints/``) and its weights loaded from the checkpoint."""
+    the run's saved ``config.yaml`` (beside ``checkpoints/``), its weights loaded from the checkpoint, and ``notes``
+    (markdown) appended to the model card."""
     import yaml
 
     from zoo.configurable import instantiate
 
     checkpoint = Path(checkpoint)
-    config = yaml.safe_load((checkpoint.parent.parent / "config.yaml").read_text())["model"]
-    module = instantiate(config)
+    run_config = yaml.safe_load((checkpoint.parent.parent / "config.yaml").read_text())
+    module = instantiate(run_config["model"])
     module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
-    return module.save_pretrained(output_dir, metrics=metrics)
+    folder = module.save_pretrained(output_dir, metrics=metrics, run_config=run_config)
+    if notes:
+        card = folder / "README.md"
+        card.write_text(card.read_text().rstrip("\n") + "\n\n" + notes.strip() + "\n")
+    return folder
