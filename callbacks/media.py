@@ -45,12 +45,13 @@ class TurntableMedia(Callback):
     and ``render_views(latents, cameras, size)``, e.g. :class:`zoo.tasks.text_to_3d.generators.ToySplatGenerator`): before and after fit, sample ``prompts`` from fixed noise and render each sample from
     ``turntable_views`` azimuths; at the end write ``reward_curve.png`` (the logged ``train/reward`` of every
     round), ``turntable_before.png``, ``turntable_after.png``, ``rewards.csv`` and the aligned release folder
-    ``aligned/`` (``save_pretrained`` with the final mean reward in the card) under ``output_dir``.
+    ``aligned/`` (``save_pretrained`` with the before/after mean rewards in the card) under ``output_dir`` (default:
+    the trainer's ``default_root_dir``).
     """
 
     def __init__(
         self,
-        output_dir: str = "outputs/toy-nabla-r2d3",
+        output_dir: str | None = None,
         prompts: Sequence[str] = ("a red sphere", "a green box", "a blue cylinder", "a yellow torus"),
         turntable_views: int = 8,
         elevation_deg: float = 20.0,
@@ -58,7 +59,8 @@ class TurntableMedia(Callback):
         seed: int = 1234,
     ) -> None:
         super().__init__()
-        self.output_dir, self.prompts = Path(output_dir), list(prompts)
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.prompts = list(prompts)
         self.turntable_views, self.elevation_deg, self.size, self.seed = turntable_views, elevation_deg, size, seed
         self.steps: list[int] = []
         self.rewards: list[float] = []
@@ -88,8 +90,12 @@ class TurntableMedia(Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         plt.imsave(self.output_dir / name, turntable_grid(images).clamp(0, 1).numpy())
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir)
+
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.is_global_zero and not trainer.sanity_checking:
+        if trainer.is_global_zero:
             images, rewards = self.turntable(pl_module)
             self.before_reward = float(rewards.mean())
             self._save_grid(images, "turntable_before.png")
