@@ -95,9 +95,10 @@ class VLMAlignmentModule(AlignmentModule):
             # Lightning discards what is logged in the sanity check; with num_sanity_val_steps=-1 it is the full
             # held-out score before training, so keep it and print it.
             self.initial_eval_scores = {k: v.item() for k, v in scores.items()}
-            self.print(f"{prefix}/vsibench before training: " + ", ".join(f"{k}={v:.2f}" for k, v in self.initial_eval_scores.items()))
+            self.print(f"{prefix}/vsibench before training: {_format_scores(self.initial_eval_scores)}")
             return
         self.log_metrics(scores, prefix=f"{prefix}/vsibench/")
+        self.print(f"{prefix}/vsibench at step {self.global_step}: {_format_scores({k: v.item() for k, v in scores.items()})}")
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
@@ -124,3 +125,7 @@ class VLMAlignmentModule(AlignmentModule):
         if "/" in self.policy.source and shipped_model_dir(self.policy.source) is None:
             meta["base_model"] = self.policy.source
         return meta
+
+
+def _format_scores(scores: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.2f}" for k, v in scores.items())
