@@ -2,7 +2,7 @@
 
 Each entry maps a preset to the extra ``zoo fit`` arguments a user would pass to swap the Hub weights for random
 tiny components of the same architecture; everything else in the preset runs as shipped. ``tests/test_cli.py``
-applies them to every preset whose name a rule matches.
+applies them to every preset that names a Hub checkpoint.
 """
 
 from __future__ import annotations
@@ -53,13 +53,38 @@ def sd15(path: Path) -> list[str]:
     return args
 
 
-#: preset-name prefix → function(preset file) → extra CLI args
-STANDINS: dict[str, Callable[[Path], list[str]]] = {"sd15-": sd15}
+def vlm(path: Path) -> list[str]:
+    """Tiny random Qwen2-VL of the same architecture (LoRA kept), a two-scene SynthVSI, fp32, short rollouts."""
+    config = yaml.safe_load(path.read_text())
+
+    def split(name: str) -> str:
+        synth = {"split": name, "num_scenes": 2, "image_size": 56, "num_frames": 4}
+        return json.dumps({"class_path": "zoo.tasks.spatial_vqa.SynthVSI", "init_args": synth})
+
+    policy = "--model.init_args.policy.init_args"
+    args = [
+        f"--data.init_args.train={split('train')}", f"--data.init_args.val={split('eval')}",
+        "--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2", "--trainer.precision=32-true",
+        f"{policy}.model=tiny-random", f"{policy}.dtype=float32", f"{policy}.lora_rank=2",
+    ]
+    if config["model"]["class_path"].endswith("GRPO"):
+        args += ["--model.init_args.num_generations=2", "--model.init_args.max_new_tokens=3",
+                 "--model.init_args.micro_batch_size=2"]
+    return args
 
 
-def standin_args(name: str, path: Path) -> list[str]:
-    """The overrides for preset ``name`` (none for presets that are tiny already)."""
-    for prefix, make in STANDINS.items():
-        if name.startswith(prefix):
-            return make(path)
-    return []
+def needs_standins(path: Path) -> Callable[[Path], list[str]] | None:
+    """The stand-in rule for a preset file, if it names Hub checkpoints."""
+    config = yaml.safe_load(path.read_text())
+    init = config["model"]["init_args"]
+    if "StableDiffusionGenerator" in str(init.get("generator", {}).get("class_path", "")):
+        return sd15
+    if "/" in str(init.get("policy", {}).get("init_args", {}).get("model", "")):
+        return vlm
+    return None
+
+
+def standin_args(path: Path) -> list[str]:
+    """The overrides for the preset at ``path`` (none for presets that are tiny already)."""
+    make = needs_standins(path)
+    return make(path) if make is not None else []

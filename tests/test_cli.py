@@ -107,4 +107,4 @@ def test_preset_fast_dev_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", name, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"]
     args += ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]  # GPU presets, here
-    assert main([*args, *standin_args(name, presets()[name])]) == 0
+    assert main([*args, *standin_args(presets()[name])]) == 0
