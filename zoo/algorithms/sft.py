@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from zoo.algorithms.vlm_base import VSIBENCH_METRIC, VLMAlignmentModule
+from zoo.algorithms.vlm_base import VLMAlignmentModule
 from zoo.vlm.policy import QwenVLPolicy
 
 
@@ -27,17 +27,6 @@ class SFT(VLMAlignmentModule):
     """Teacher-forced cross-entropy on the answer tokens (and the closing ``<|im_end|>``), token mean per batch."""
 
     algorithm_name = "vlm-sft"
-
-    def __init__(
-        self,
-        policy: QwenVLPolicy,
-        *,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        max_new_tokens: int = 16,
-        eval_metric: str | None = VSIBENCH_METRIC,
-    ) -> None:
-        super().__init__(policy, lr=lr, weight_decay=weight_decay, max_new_tokens=max_new_tokens, eval_metric=eval_metric)
 
     def sft_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Mean negative log-likelihood per answer token."""
