@@ -12,7 +12,7 @@ from zoo.tasks.text_to_image.data import PromptDataModule
 from zoo.tasks.text_to_image.sd import StableDiffusionGenerator
 from zoo.tasks.text_to_image.tiny import ColourReward
 
-from test_diffusion_presets import TINY_SD
+from preset_standins import TINY_SD
 
 
 @pytest.mark.gpu
