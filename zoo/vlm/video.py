@@ -60,11 +60,11 @@ def preprocess_video(frames: torch.Tensor, config: VideoProcessorConfig = VideoP
     num_frames, channels, height, width = video.shape
     p, tp, m = config.patch_size, config.temporal_patch_size, config.merge_size
     new_h, new_w = smart_resize(height, width, p * m, config.min_pixels, config.max_pixels)
-    video = video.float()
     if (new_h, new_w) != (height, width):
-        # torchvision's tensor resize: antialiased bicubic, rounded and clamped back to the uint8 range
-        video = F.interpolate(video, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-        video = video.round().clamp(0, 255)
+        # transformers resizes the uint8 frames with torchvision, i.e. torch's uint8 antialiased-bicubic kernel
+        # (fixed-point; up to 13 levels away from resizing in float and rounding), so resize uint8 on the CPU too
+        video = F.interpolate(video.to("cpu", torch.uint8), size=(new_h, new_w), mode="bicubic", antialias=True)
+    video = video.float()
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     video = (video / 255.0 - mean) / std
