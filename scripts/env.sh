@@ -19,12 +19,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }  # drop noise about absent local index mirrors
-if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+version_of() { "$venv/bin/python" -c "from importlib.metadata import version; print(version('$1').split('+')[0])" 2>/dev/null; }
+if ! version_of torch >/dev/null; then
   echo "[env] installing $torch_spec"
   # shellcheck disable=SC2086  # ZOO_TORCH may carry pip options such as --index-url
   quiet "${pip[@]}" install $torch_spec
 fi
-torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
+torch_version="$(version_of torch)"
 constraints="$(mktemp)"
 echo "torch==$torch_version" >"$constraints"
 echo "[env] installing alignzoo[test] (torch held at $torch_version)"
