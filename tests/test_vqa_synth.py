@@ -120,8 +120,10 @@ def test_datamodule_batch_format_and_config_round_trip(tiny_split, tmp_path):
     module.prepare_data()
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
-    keys = {"frames", "prompt", "question", "question_type", "options", "ground_truth", "id", "scene_name"}
+    keys = {"frames", "seconds_per_frame", "prompt", "question", "question_type", "options", "ground_truth", "id",
+            "scene_name"}
     assert set(batch) == keys
+    assert batch["seconds_per_frame"] == [None] * 4  # a camera walk has no clock
     assert all(len(v) == 4 for v in batch.values())
     assert batch["frames"][0].shape == (8, 56, 56, 3) and batch["frames"][0].dtype == torch.uint8
     assert batch["prompt"][0].endswith("in <answer> </answer>.")

@@ -3,6 +3,7 @@
 Batch format (a dict of equal-length lists; ``B`` = batch size)::
 
     frames         list[Tensor]   B × uint8 [F, H, W, 3] RGB, channels last (sizes may differ between videos)
+    seconds_per_frame  list[float | None]  time between sampled frames (``None``: unknown, e.g. SynthVSI)
     prompt         list[str]      the text prompt (training mode, or the official VSI-Bench prompt for eval)
     question       list[str]      the bare question
     question_type  list[str]      VSI-Bench question type of each record
@@ -40,6 +41,7 @@ class PromptCollator:
         records = [item["record"] for item in items]
         return {
             "frames": [item["frames"] for item in items],
+            "seconds_per_frame": [item.get("seconds_per_frame") for item in items],
             "prompt": [build_prompt(r, self.mode) for r in records],
             "question": [r.question for r in records],
             "question_type": [r.question_type for r in records],

@@ -1,4 +1,5 @@
-"""Datasets of spatial video questions. Every item is ``{"record": VQARecord, "frames": uint8 [F, H, W, 3]}``.
+"""Datasets of spatial video questions. Every item is ``{"record": VQARecord, "frames": uint8 [F, H, W, 3],
+"seconds_per_frame": float | None}`` (the time between sampled frames; ``None`` where the video has no clock).
 
 * :class:`SynthVSI` — procedural rooms (:mod:`.synth`) → exact annotations → :class:`QuestionBuilder` → records,
   generated on first use and cached on disk (``records.jsonl``, ``scenes.json``); each scene's frames are rendered
@@ -69,12 +70,16 @@ class VQADataset(Configurable, Dataset):
         """uint8 ``[F, H, W, 3]`` frames of record ``index``."""
         raise NotImplementedError
 
+    def seconds_per_frame(self, index: int) -> float | None:
+        """Seconds between the sampled frames of record ``index``; ``None`` (the default) when unknown."""
+        return None
+
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
         frames = self.frames(index)  # first: it loads a dataset that was not loaded yet
-        return {"record": self.records[index], "frames": frames}
+        return {"record": self.records[index], "frames": frames, "seconds_per_frame": self.seconds_per_frame(index)}
 
 
 @contextlib.contextmanager

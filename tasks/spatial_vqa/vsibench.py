@@ -2,7 +2,7 @@
 
 * :func:`read_video_frames` decodes N uniformly spaced frames (indices ``np.linspace(0, T−1, N, dtype=int)``, the
   sampling of lmms-eval's video models) with PyAV; a missing, unreadable or empty video raises an error naming the
-  file.
+  file. :func:`sampled_frame_interval` gives the seconds between those frames (from the stream header).
 * :class:`VideoQA` pairs a record file (JSON / JSONL / parquet) with a folder of videos (``record.video`` is the
   path relative to it, ``{dataset}/{scene_name}.mp4`` for VSI-Bench). Missing or unreadable videos are an error, or,
   with ``on_missing="skip"``, their records are dropped and counted (``skipped``) with a warning.
@@ -62,6 +62,20 @@ def read_video_frames(path: str | Path, num_frames: int) -> torch.Tensor:
         raise VideoDecodeError(f"video {path} has no decodable frames")
     indices = sample_frame_indices(total, num_frames)
     return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+
+def sampled_frame_interval(path: str | Path, num_frames: int) -> float | None:
+    """Mean seconds between the ``num_frames`` frames :func:`read_video_frames` samples from ``path``:
+    ``(T − 1) / (num_frames − 1) / fps`` from the stream header; ``None`` for one frame or a header without the
+    frame count or rate."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        total, rate = stream.frames, stream.average_rate
+    if num_frames < 2 or total <= 0 or not rate:
+        return None
+    return (total - 1) / (num_frames - 1) / float(rate)
 
 
 def _decode(path: Path, indices: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
@@ -153,6 +167,12 @@ class VideoQA(VQADataset):
         if self._video_dir is None:
             self.load()
         return read_video_frames(self._video_dir / self.records[index].video, self.num_frames)
+
+    def seconds_per_frame(self, index: int) -> float | None:
+        """Seconds between the sampled frames of record ``index``'s video (:func:`sampled_frame_interval`)."""
+        if self._video_dir is None:
+            self.load()
+        return sampled_frame_interval(self._video_dir / self.records[index].video, self.num_frames)
 
 
 class VSIBench(VideoQA):

@@ -7,6 +7,7 @@ other keys are ignored)::
     prompt          list[str]: the question text with its instruction (the chat template is added here)
     ground_truth    list[str]
     question_type   list[str]
+    seconds_per_frame  optional list[float | None]: seconds between sampled frames (used by Qwen2.5-VL)
 
 Validation/test decode greedily and feed the raw answers to the evaluation metric (``eval_metric``: a class path
 of a torchmetrics ``Metric`` whose ``update(predictions, ground_truths, question_types)`` scores them, e.g. the
@@ -65,7 +66,7 @@ class VLMAlignmentModule(AlignmentModule):
     def prompt_inputs(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Model inputs of the batch's prompts (one row per question)."""
         self.check_batch(batch)
-        return self.policy.prepare(batch["frames"], list(batch["prompt"]))
+        return self.policy.prepare(batch["frames"], list(batch["prompt"]), batch.get("seconds_per_frame"))
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -10,13 +10,17 @@
 * a Hub id such as ``"Qwen/Qwen2-VL-2B-Instruct"`` (downloaded through the Hugging Face cache).
 
 All G completions of a prompt see the same preprocessed frames (the video tensors are repeated, never re-sampled).
+Qwen2.5-VL places video tokens on an absolute time axis (M-RoPE temporal ids advance ``tokens_per_second`` per
+second): :meth:`QwenVLPolicy.prepare` takes the seconds between each video's sampled frames and passes the model
+``second_per_grid_ts`` (``temporal_patch_size`` × that interval, as Qwen2.5-VL's processor does); Qwen2-VL has no
+time axis and gets no such input.
 Log-probs are computed from logits divided by the sampling temperature, as TRL does (spec §3.3).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,6 +34,10 @@ from zoo.vlm.tokenizer import IM_END, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_S
 from zoo.vlm.video import VideoProcessorConfig, preprocess_videos
 
 TINY_RANDOM = "tiny-random"
+#: Seconds between sampled frames assumed for a video whose interval is unknown (e.g. SynthVSI's camera walk, which
+#: has no clock): 2 frames per second, the sampling rate of Qwen2.5-VL's video pipeline (qwen-vl-utils), which with
+#: ``temporal_patch_size = 2`` is also transformers' default of one second per temporal grid step.
+DEFAULT_SECONDS_PER_FRAME = 0.5
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -138,6 +146,8 @@ class QwenVLPolicy(Configurable, nn.Module):
             max_pixels=max_pixels,
         )
         self.eos_token_id = self.tokenizer.convert_tokens_to_ids(IM_END)
+        #: Whether the model places video frames in time (Qwen2.5-VL) and so needs ``second_per_grid_ts``.
+        self.timed_video = self.model.config.model_type == "qwen2_5_vl"
         self.uses_lora = lora_rank > 0
         if self.uses_lora:
             from peft import LoraConfig, get_peft_model
@@ -187,20 +197,44 @@ class QwenVLPolicy(Configurable, nn.Module):
         return model, policy.tokenizer
 
     # ------------------------------------------------------------------ inputs
-    def prepare(self, videos: list[torch.Tensor] | torch.Tensor, questions: list[str]) -> dict[str, torch.Tensor]:
-        """Model inputs for one prompt per (video, question): left-padded ids, masks and the video patches."""
+    def prepare(
+        self,
+        videos: list[torch.Tensor] | torch.Tensor,
+        questions: list[str],
+        seconds_per_frame: float | Sequence[float | None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs for one prompt per (video, question): left-padded ids, masks and the video patches.
+
+        ``seconds_per_frame`` is the time between consecutive sampled frames, one value for all videos or one per
+        video; ``None`` (for all, or for one video) means unknown: :data:`DEFAULT_SECONDS_PER_FRAME`. Only
+        Qwen2.5-VL uses it (as ``second_per_grid_ts``).
+        """
         pixel_values_videos, video_grid_thw = preprocess_videos(videos, self.video_config)
         prompts = encode_prompts(
             self.tokenizer, questions, self.video_config.tokens_per_video(video_grid_thw), self.system_prompt
         )
         device = self.device
-        return {
+        inputs = {
             "input_ids": prompts.input_ids.to(device),
             "attention_mask": prompts.attention_mask.to(device),
             "mm_token_type_ids": prompts.mm_token_type_ids.to(device),
             "pixel_values_videos": pixel_values_videos.to(device, self.dtype),
             "video_grid_thw": video_grid_thw.to(device),
         }
+        if self.timed_video:
+            inputs["second_per_grid_ts"] = self.second_per_grid_ts(seconds_per_frame, len(video_grid_thw)).to(device)
+        return inputs
+
+    def second_per_grid_ts(
+        self, seconds_per_frame: float | Sequence[float | None] | None, num_videos: int
+    ) -> torch.Tensor:
+        """Seconds spanned by one temporal patch of each video: ``temporal_patch_size`` × seconds per frame."""
+        if seconds_per_frame is None or isinstance(seconds_per_frame, (int, float)):
+            seconds_per_frame = [seconds_per_frame] * num_videos
+        if len(seconds_per_frame) != num_videos:
+            raise ValueError(f"seconds_per_frame has {len(seconds_per_frame)} values for {num_videos} videos")
+        seconds = [DEFAULT_SECONDS_PER_FRAME if s is None else float(s) for s in seconds_per_frame]
+        return self.video_config.temporal_patch_size * torch.tensor(seconds, dtype=torch.float32)
 
     @staticmethod
     def repeat(inputs: dict[str, torch.Tensor], times: int) -> dict[str, torch.Tensor]:
@@ -209,6 +243,8 @@ class QwenVLPolicy(Configurable, nn.Module):
         videos = torch.split(inputs["pixel_values_videos"], patches_per_video.tolist())
         out = {k: inputs[k].repeat_interleave(times, dim=0) for k in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
         out["pixel_values_videos"] = torch.cat([v for v in videos for _ in range(times)])
+        if "second_per_grid_ts" in inputs:
+            out["second_per_grid_ts"] = inputs["second_per_grid_ts"].repeat_interleave(times)
         return out
 
     @property
@@ -250,10 +286,11 @@ class QwenVLPolicy(Configurable, nn.Module):
         input_ids = torch.cat([inputs["input_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([inputs["attention_mask"], completion_mask], dim=1)
         mm_types = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
+        timing = {"second_per_grid_ts": inputs["second_per_grid_ts"]} if "second_per_grid_ts" in inputs else {}
         out = (model or self.model)(
             input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_types,
             pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"],
-            use_cache=False, logits_to_keep=completion_ids.shape[1] + 1,
+            use_cache=False, logits_to_keep=completion_ids.shape[1] + 1, **timing,
         )
         logits = out.logits[:, :-1].float() / temperature
         log_probs = logits.log_softmax(-1)
