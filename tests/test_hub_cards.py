@@ -10,7 +10,7 @@ import yaml
 from factories import TinyNet, TinyRewardRegression
 from loopback_hub import _validate_card, loopback_hub  # noqa: F401  (fixture)
 
-from zoo.cards import build_model_card, task_of
+from zoo.cards import build_model_card, task_package_of
 
 METRICS = {
     "test/vsibench/obj_count": 0.25,
@@ -86,9 +86,9 @@ def test_card_without_run_details():
 
 
 def test_task_of_run_config():
-    assert task_of(RUN_CONFIG) == "spatial_vqa"
-    assert task_of({"data": {"class_path": "factories.RandomVectors"}}) is None
-    assert task_of(None) is None
+    assert task_package_of(RUN_CONFIG) == "spatial_vqa"
+    assert task_package_of({"data": {"class_path": "factories.RandomVectors"}}) is None
+    assert task_package_of(None) is None
 
 
 def test_card_passes_hub_validation(loopback_hub):

@@ -38,7 +38,7 @@ TRAINER_KEYS = (
 )
 
 
-def task_of(run_config: Mapping[str, Any] | None) -> str | None:
+def task_package_of(run_config: Mapping[str, Any] | None) -> str | None:
     """The task package (``zoo.tasks.<task>``) of the run's datamodule, e.g. ``spatial_vqa``."""
     data = (run_config or {}).get("data")
     class_path = data.get("class_path", "") if isinstance(data, Mapping) else ""
@@ -78,7 +78,7 @@ def build_model_card(
 
     meta = dict(module.card_metadata())
     paper = module.paper
-    task = meta.pop("task", None) or task_of(run_config)
+    task = meta.pop("task", None) or task_package_of(run_config)
     tags = ["alignzoo", *([module.algorithm_name] if module.algorithm_name else []), *module.tags]
     tags += list(meta.pop("tags", []))
     if task:
