@@ -145,3 +145,18 @@ def test_clip_score_equals_clip_logits_per_image(tiny_tokenizer):
     with torch.no_grad():
         out = reward.clip(pixel_values=clip_pixels(images[:, 0], 30), **tokens)
     torch.testing.assert_close(scores, out.logits_per_image.diagonal())
+
+
+def test_clip_score_without_logit_scale_is_the_cosine(tiny_tokenizer):
+    # HPSv2's score is the cosine of unit image and text features: logits_per_image / logit_scale
+    torch.manual_seed(0)
+    config = {"vision_config": TINY_VISION, "text_config": TINY_TEXT, "projection_dim": 16, "logit_scale_init_value": 3.0}
+    reward = CLIPScoreReward(tokenizer=tiny_tokenizer, clip_config=config, use_logit_scale=False)
+    images = torch.rand(2, 1, 3, 16, 16)
+    prompts = ["a red box", "a blue torus"]
+    tokens = reward.tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = reward.clip(pixel_values=clip_pixels(images[:, 0], 30), **tokens)
+    expected = out.logits_per_image.diagonal() / reward.clip.logit_scale.exp()
+    torch.testing.assert_close(reward.score(Renders(images=images), prompts), expected)
+    assert expected.abs().max() <= 1

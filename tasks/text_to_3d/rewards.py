@@ -185,7 +185,9 @@ class CLIPScoreReward(MultiViewReward):
 
     ``model`` is a Hub id or folder of a ``CLIPModel`` with its processor's tokenizer (e.g.
     ``yuvalkirstain/PickScore_v1`` with ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``'s tokenizer); ``clip_config``
-    (a ``CLIPConfig`` dict) with ``tokenizer`` builds a random model for tests.
+    (a ``CLIPConfig`` dict) with ``tokenizer`` builds a random model for tests. ``use_logit_scale=False`` gives the
+    plain cosine, which is HPSv2's score (``hpscore`` of spec §1.5: ``diag(image_feat · text_featᵀ)`` of unit
+    features); PickScore keeps the learned ``logit_scale``.
     """
 
     def __init__(
@@ -193,6 +195,7 @@ class CLIPScoreReward(MultiViewReward):
         model: str = "yuvalkirstain/PickScore_v1",
         tokenizer: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
         clip_config: dict[str, Any] | None = None,
+        use_logit_scale: bool = True,
         aggregation: str = "mean",
         k: int = 1,
         seed: int = 0,
@@ -200,6 +203,7 @@ class CLIPScoreReward(MultiViewReward):
         super().__init__(aggregation, k, seed)
         from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
+        self.use_logit_scale = use_logit_scale
         self.clip = CLIPModel(CLIPConfig(**clip_config)) if clip_config is not None else CLIPModel.from_pretrained(model)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         self.requires_grad_(False).eval()
@@ -210,7 +214,8 @@ class CLIPScoreReward(MultiViewReward):
         image = F.normalize(self.clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1).view(b, v, -1)
         tokens = self.tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt").to(images.device)
         text = F.normalize(self.clip.get_text_features(**tokens).pooler_output, dim=-1)
-        return self.clip.logit_scale.exp() * (image * text[:, None]).sum(-1)
+        cosine = (image * text[:, None]).sum(-1)
+        return self.clip.logit_scale.exp() * cosine if self.use_logit_scale else cosine
 
 
 def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
