@@ -8,6 +8,7 @@ applies them to every preset that names a Hub checkpoint.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +54,72 @@ def sd15(path: Path) -> list[str]:
     return args
 
 
+TINY_DIFFSPLAT = {
+    "transformer": {
+        "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 10, "out_channels": 8, "num_layers": 1,
+        "cross_attention_dim": 16, "caption_channels": 16, "sample_size": 4, "patch_size": 2,
+        "norm_type": "ada_norm_single", "norm_elementwise_affine": False, "num_embeds_ada_norm": 1000,
+        "use_additional_conditions": False,
+    },
+    "vae": {
+        "in_channels": 12, "out_channels": 12, "latent_channels": 4, "block_out_channels": [8, 8],
+        "layers_per_block": 1, "down_block_types": ["DownEncoderBlock2D"] * 2,
+        "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 8, "sample_size": 8,
+    },
+    "text_encoder": {"vocab_size": 64, "d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 1, "num_heads": 2},
+}
+TINY_CLIP_TEXT = {
+    "vocab_size": 64, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 4,
+    "max_position_embeddings": 32, "projection_dim": 32,
+}
+
+
+def tiny_clip_tokenizer() -> str:
+    """A character-level CLIP tokenizer written to a temporary folder (the reward's tokenizer is a Hub id)."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(tempfile.mkdtemp(prefix="zoo-tokenizer-"))
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="<|endoftext|>").save_pretrained(folder)
+    return str(folder)
+
+
+def diffsplat(path: Path) -> list[str]:
+    """Tiny DiffSplat-architecture generator (multi-view PixArt, 12-channel VAE, T5), tiny reward models, four
+    sampler steps, two inline prompts instead of the caption file."""
+    config = yaml.safe_load(path.read_text())["model"]
+    algorithm = config["class_path"].rsplit(".", 1)[-1]
+    gen = "--model.init_args.generator.init_args"
+    args = [
+        f"{gen}.configs={json.dumps(TINY_DIFFSPLAT)}", f"{gen}.dtype=float32", f"{gen}.render_size=16",
+        f"{gen}.max_text_length=8", "--model.init_args.num_steps=4", "--model.init_args.train_batch_size=1",
+        "--model.init_args.grad_accum=1", "--data.init_args.prompt_file=null",
+        '--data.init_args.prompts=["a red chair", "a blue car"]', "--data.init_args.batch_size=2",
+    ]
+    args += {
+        "NablaR2D3": ["--model.init_args.num_chunks=2", "--model.init_args.timestep_fraction=0.5",
+                      "--model.init_args.lag_rollouts=false"],
+        "ReFL": ["--model.init_args.first_step=2"],
+    }.get(algorithm, [])
+    reward = config["init_args"]["reward"]
+    tiny = {
+        "AestheticReward": {"clip_config": TINY_CLIP_VISION, "head_weights": None},
+        "CLIPScoreReward": {
+            "clip_config": {"vision_config": TINY_CLIP_VISION, "text_config": TINY_CLIP_TEXT, "projection_dim": 32},
+            "tokenizer": tiny_clip_tokenizer(),
+        },
+    }.get(reward["class_path"].rsplit(".", 1)[-1])
+    if tiny is not None:
+        stand_in = {"class_path": reward["class_path"], "init_args": {**reward.get("init_args", {}), **tiny}}
+        args.append(f"--model.init_args.reward={json.dumps(stand_in)}")
+    return args
+
+
 def vlm(path: Path) -> list[str]:
     """Tiny random Qwen2-VL of the same architecture (LoRA kept), a two-scene SynthVSI, fp32, short rollouts."""
     config = yaml.safe_load(path.read_text())
@@ -77,8 +144,11 @@ def needs_standins(path: Path) -> Callable[[Path], list[str]] | None:
     """The stand-in rule for a preset file, if it names Hub checkpoints."""
     config = yaml.safe_load(path.read_text())
     init = config["model"]["init_args"]
-    if "StableDiffusionGenerator" in str(init.get("generator", {}).get("class_path", "")):
+    generator = str(init.get("generator", {}).get("class_path", ""))
+    if "StableDiffusionGenerator" in generator:
         return sd15
+    if "DiffSplatGenerator" in generator:
+        return diffsplat
     if "/" in str(init.get("policy", {}).get("init_args", {}).get("model", "")):
         return vlm
     return None

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-from zoo.diffusion.generator import DiffusionGenerator
+from zoo.diffusion.generator import DiffusionGenerator, byte_token_ids
 from zoo.rewards import Renders
 
 #: SD-1.5's scheduler config (used with random-weight construction; loaded from the model otherwise).
@@ -89,12 +89,8 @@ class StableDiffusionGenerator(DiffusionGenerator):
                 return_tensors="pt",
             ).input_ids
         else:  # random-weight construction: byte-level ids within the encoder's vocabulary
-            length = self.text_encoder.config.max_position_embeddings
-            vocab = self.text_encoder.config.vocab_size
-            ids = torch.zeros(len(prompts), length, dtype=torch.long)
-            for i, prompt in enumerate(prompts):
-                data = list(prompt.encode())[:length]
-                ids[i, : len(data)] = torch.tensor(data, dtype=torch.long) % vocab
+            config = self.text_encoder.config
+            ids, _ = byte_token_ids(prompts, config.max_position_embeddings, config.vocab_size)
         return ids.to(self.text_encoder.device)
 
     @torch.no_grad()

@@ -41,6 +41,20 @@ def map_condition(fn: Callable[[torch.Tensor], torch.Tensor], condition: Conditi
     return {k: fn(v) for k, v in condition.items()}
 
 
+def byte_token_ids(prompts: Sequence[str], length: int, vocab_size: int, end_token: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenizer-free ids for text encoders built with random weights (tests, benchmarks): each prompt's UTF-8
+    bytes modulo ``vocab_size``, then ``end_token`` if given, zero-padded to ``length``. Returns ``ids`` and the
+    attention ``mask`` (1 on real tokens), both ``[len(prompts), length]`` long."""
+    ids = torch.zeros(len(prompts), length, dtype=torch.long)
+    mask = torch.zeros(len(prompts), length, dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        data = [b % vocab_size for b in prompt.encode()] + ([] if end_token is None else [end_token])
+        data = data[:length]
+        ids[i, : len(data)] = torch.tensor(data, dtype=torch.long)
+        mask[i, : len(data)] = 1
+    return ids, mask
+
+
 def cat_conditions(conditions: Sequence[Condition]) -> Condition:
     """Concatenate conditions along the batch axis."""
     first = conditions[0]

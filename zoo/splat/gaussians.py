@@ -2,7 +2,8 @@
 
 A splatter image holds one 3D Gaussian per pixel of each input view: 12 channels in ``[-1, 1]`` —
 rgb (3), scale (3), rotation quaternion ``wxyz`` (4), opacity (1), depth (1). Decoding (DiffSplat's activations):
-rgb and opacity ``(x + 1) / 2``; scale mapped linearly into ``scale_range``; the quaternion normalised (world
+rgb and opacity ``(x + 1) / 2``; scale mapped linearly from ``[-1, 1]`` onto ``scale_range = (s(−1), s(+1))``; the
+quaternion normalised (world
 frame); the centre unprojected along the fixed input-camera ray at camera depth mapped linearly into
 ``depth_range``. :func:`derive_splatter` builds the scale and rotation channels from depth alone (flat discs on
 the surface that the depth map implies), which is how the toy prior and the procedural-shape encoder fill them.
@@ -20,8 +21,9 @@ from zoo.splat.cameras import Cameras, pixel_rays
 SPLATTER_CHANNELS = 12
 #: Channel slices of a splatter image.
 RGB, SCALE, ROTATION, OPACITY, DEPTH = slice(0, 3), slice(3, 6), slice(6, 10), slice(10, 11), slice(11, 12)
-#: DiffSplat's Gaussian scale range (spec §2.1).
-DIFFSPLAT_SCALE_RANGE = (0.0005, 0.02)
+#: DiffSplat's Gaussian scales (spec §2.1) as ``(s(−1), s(+1))``: its ``GaussianRenderer.scale_activation`` maps
+#: ``u = (x + 1) / 2`` to ``s_min·u + s_max·(1 − u)``, so a channel value of −1 is the *largest* scale, 0.02.
+DIFFSPLAT_SCALE_RANGE = (0.02, 0.0005)
 
 
 @dataclass
@@ -115,7 +117,7 @@ def splatter_to_gaussians(
     near, far = depth_range
     depth = near + (far - near) * _to_unit(x[..., DEPTH])
     means = origins + depth * dirs
-    lo, hi = scale_range
+    lo, hi = scale_range  # the scales at channel values −1 and +1 (either order)
     return Gaussians(
         means=means.reshape(b, -1, 3),
         scales=(lo + (hi - lo) * _to_unit(x[..., SCALE])).reshape(b, -1, 3),
