@@ -17,15 +17,49 @@ from zoo.tasks.text_to_3d.rewards import (
 from zoo.configurable import Configurable
 
 
-def test_target_colour_closed_form_and_aggregations():
-    images = torch.rand(3, 4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
-    target = torch.tensor([1.0, 0.5, 0.0])
-    per_view = torch.stack([torch.stack([-((images[b, v].permute(1, 2, 0) - target) ** 2).sum(-1).mean() for v in range(4)]) for b in range(3)])
-    mean = TargetColourReward(target=target.tolist())(images, ["x"] * 3)
-    torch.testing.assert_close(mean, per_view.mean(1))
-    torch.testing.assert_close(TargetColourReward(aggregation="max")(images, ["x"] * 3), per_view.max(1).values)
-    random_k = TargetColourReward(aggregation="random_k", k=2, seed=3)
-    got = random_k(images, ["x"] * 3)
+def composite(colour: torch.Tensor, alpha: torch.Tensor, bg: float = 1.0) -> torch.Tensor:
+    """What a renderer outputs for object colour ``c`` [B, V, 3, H, W] with ``alpha`` [B, V, 1, H, W] over grey ``bg``."""
+    return alpha * colour + (1 - alpha) * bg
+
+
+def reference_target_colour(colour, alpha, target, min_coverage=0.02):
+    """Per-view reward from the ground-truth object colour, pixel by pixel (no un-premultiplying): the alpha-weighted
+    mean of ‖c − t‖² over the object, the coverage below min_coverage·H·W counted at the worst distance."""
+    b, v, _, h, w = colour.shape
+    t = [float(x) for x in target]
+    d_max = sum(max(x, 1 - x) ** 2 for x in t)
+    m = min_coverage * h * w
+    out = torch.zeros(b, v, dtype=torch.float64)
+    for i in range(b):
+        for j in range(v):
+            weighted, area = 0.0, 0.0
+            for y in range(h):
+                for x in range(w):
+                    a = float(alpha[i, j, 0, y, x])
+                    weighted += a * sum((float(colour[i, j, ch, y, x]) - t[ch]) ** 2 for ch in range(3))
+                    area += a
+            out[i, j] = -(weighted + max(m - area, 0.0) * d_max) / max(area, m)
+    return out
+
+
+@pytest.mark.parametrize("bg", [1.0, 0.5])
+def test_target_colour_closed_form_and_aggregations(bg):
+    gen = torch.Generator().manual_seed(0)
+    colour = torch.rand(3, 4, 3, 5, 5, generator=gen, dtype=torch.float64)
+    alpha = torch.rand(3, 4, 1, 5, 5, generator=gen, dtype=torch.float64)
+    alpha[alpha < 0.3] = 0.0  # background pixels
+    alpha[2, 1] = 0.0  # an empty view
+    alpha[1, 3] *= 0.02  # a nearly transparent view (coverage below min_coverage · H·W = 0.5)
+    images = composite(colour, alpha, bg)
+    target = (1.0, 0.5, 0.0)
+    per_view = reference_target_colour(colour, alpha, target)
+    assert per_view[2, 1] == -2.25 and -2.25 < per_view[1, 3] < per_view[1, 2]
+    reward = TargetColourReward(target=target, background=bg)
+    torch.testing.assert_close(reward(images, ["x"] * 3, alpha=alpha), per_view.mean(1))
+    torch.testing.assert_close(reward.score(Renders(images=images, alpha=alpha), ["x"] * 3), per_view.mean(1).float())
+    torch.testing.assert_close(TargetColourReward(background=bg, aggregation="max")(images, ["x"] * 3, alpha=alpha), per_view.max(1).values)
+    random_k = TargetColourReward(background=bg, aggregation="random_k", k=2, seed=3)
+    got = random_k(images, ["x"] * 3, alpha=alpha)
     # each score is the mean of two distinct views of its own sample
     pairs = torch.combinations(torch.arange(4), 2)
     candidates = per_view[:, pairs].mean(-1)  # [3, 6]
@@ -33,15 +67,80 @@ def test_target_colour_closed_form_and_aggregations():
     with pytest.raises(ValueError, match="aggregation must be one of"):
         TargetColourReward(aggregation="median")
     with pytest.raises(ValueError, match="k <= views"):
-        TargetColourReward(aggregation="random_k", k=5)(images, ["x"] * 3)
+        TargetColourReward(aggregation="random_k", k=5)(images, ["x"] * 3, alpha=alpha)
+
+
+def test_target_colour_needs_alpha():
+    with pytest.raises(ValueError, match="needs the renders' alpha"):
+        TargetColourReward()(torch.rand(1, 1, 3, 4, 4), ["x"])
+
+
+def disc_object(radius: float, opacity: float = 1.0, colour=(1.0, 0.0, 0.0), size: int = 16):
+    """A flat disc of one colour over white: (images, alpha) [1, 1, ...]."""
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5 - size / 2, torch.arange(size) + 0.5 - size / 2, indexing="ij")
+    alpha = ((xs**2 + ys**2 <= radius**2).float() * opacity).view(1, 1, 1, size, size)
+    c = torch.tensor(colour).view(1, 1, 3, 1, 1).expand(1, 1, 3, size, size)
+    return composite(c, alpha), alpha
+
+
+def test_target_colour_does_not_reward_object_size_or_coverage():
+    reward = TargetColourReward()  # orange target, white background
+    target = torch.tensor([1.0, 0.5, 0.0]).view(1, 1, 3, 1, 1)
+    scores, whole_image = [], []
+    for radius, opacity in [(2.0, 1.0), (4.0, 1.0), (8.0, 1.0), (12.0, 1.0), (8.0, 0.3), (8.0, 0.6)]:
+        images, alpha = disc_object(radius, opacity)
+        scores.append(reward(images, ["x"], alpha=alpha))
+        whole_image.append(-((images - target) ** 2).sum(2).mean())
+    # the hackable whole-image distance rises as the red disc covers more of the white background ...
+    assert whole_image[3] > whole_image[2] > whole_image[1] > whole_image[0]
+    # ... the object-colour reward is the same for every size and opacity: ‖red − orange‖² = 0.25
+    for s in scores:
+        torch.testing.assert_close(s, torch.tensor([-0.25]))
+
+
+def test_target_colour_degenerate_objects_score_worst():
+    reward = TargetColourReward(min_coverage=0.02)  # m = 0.02 · 16 · 16 = 5.12 pixels of alpha
+    images, alpha = disc_object(6.0, colour=(0.0, 0.0, 1.0))
+    torch.testing.assert_close(reward(images, ["x"], alpha=alpha), torch.tensor([-2.25]))  # blue: the worst colour for orange
+    images, alpha = disc_object(6.0)
+    red = reward(images, ["x"], alpha=alpha)
+    # vanished (α → 0) and one-pixel objects, even of the exact target colour, cannot beat a visible red object
+    images, alpha = disc_object(6.0, colour=(1.0, 0.5, 0.0))
+    vanished = reward(images, ["x"], alpha=alpha * 0.0)
+    torch.testing.assert_close(vanished, torch.tensor([-2.25]))
+    one_pixel = torch.zeros_like(alpha)
+    one_pixel[..., 8, 8] = 1.0
+    tiny = reward(composite(torch.tensor([1.0, 0.5, 0.0]).view(1, 1, 3, 1, 1), one_pixel), ["x"], alpha=one_pixel)
+    torch.testing.assert_close(tiny, torch.tensor([-(5.12 - 1.0) * 2.25 / 5.12]))
+    assert vanished < tiny < red
+
+
+def test_target_colour_rises_as_the_colour_moves_toward_the_target():
+    reward = TargetColourReward()
+    _, alpha = disc_object(5.0)
+    start, target = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.5, 0.0])
+    scores = []
+    for s in torch.linspace(0, 1, 6):
+        c = ((1 - s) * start + s * target).view(1, 1, 3, 1, 1).expand(1, 1, 3, 16, 16)
+        scores.append(float(reward(composite(c, alpha), ["x"], alpha=alpha)))
+    assert all(b > a for a, b in zip(scores, scores[1:]))
+    assert scores[-1] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_target_colour_is_differentiable_through_score():
-    images = torch.rand(2, 2, 3, 4, 4, requires_grad=True)
-    reward = TargetColourReward(target=(0.0, 0.0, 0.0))
-    reward.score(Renders(images=images), ["a", "b"]).sum().backward()
-    # d/dx of -mean(x²) summed over channels = -2x / (H·W·V)
-    torch.testing.assert_close(images.grad, -2 * images.detach() / (4 * 4 * 2))
+    gen = torch.Generator().manual_seed(1)
+    colour = torch.rand(2, 2, 3, 4, 4, generator=gen, requires_grad=True)
+    alpha = torch.rand(2, 2, 1, 4, 4, generator=gen) * 0.9 + 0.1
+    reward = TargetColourReward(target=(0.0, 0.0, 0.0), background=0.5)
+    reward.score(Renders(images=composite(colour, alpha, 0.5), alpha=alpha), ["a", "b"]).sum().backward()
+    # R_b = mean_v −Σ α‖c‖² / Σα (coverage ≥ m) → dR/dc = −2·α·c / (Σ_view α · V)
+    expected = -2 * alpha * colour.detach() / (alpha.sum((2, 3, 4), keepdim=True) * 2)
+    torch.testing.assert_close(colour.grad, expected)
+    # a gradient-ascent step on the colour moves it toward the target and raises the reward
+    with torch.no_grad():
+        before = reward(composite(colour, alpha, 0.5), ["a", "b"], alpha=alpha)
+        after = reward(composite(colour + 0.5 * colour.grad, alpha, 0.5), ["a", "b"], alpha=alpha)
+    assert (after > before).all()
 
 
 def plane_renders(tilt: float) -> Renders:

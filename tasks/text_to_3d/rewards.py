@@ -5,7 +5,8 @@ Every reward here scores each view (:meth:`MultiViewReward.per_view` → ``[B, V
 ``aggregation``: ``"mean"`` (Nabla-R2D3's 3D reward, the mean over the rendered views), ``"max"``, or
 ``"random_k"`` (the mean over ``k`` views drawn per sample from the reward's own seeded stream).
 
-* :class:`TargetColourReward` — negative squared distance to a colour (differentiable, needs no model; the toy demo);
+* :class:`TargetColourReward` — alpha-weighted distance of the object's un-premultiplied colour to a target colour,
+  blind to object size and background (differentiable, needs no model; the toy demo);
 * :class:`DepthNormalConsistency` — agreement of rendered normals with normals derived from rendered depth (no model);
 * :class:`NormalEstimatorReward` — agreement of rendered normals with a normal predictor's estimate from the rgb;
 * :class:`AestheticReward` — LAION aesthetic predictor: CLIP ViT-L/14 image embedding → MLP (spec §1.5);
@@ -62,15 +63,69 @@ class MultiViewReward(Reward):
 
 
 class TargetColourReward(MultiViewReward):
-    """``R_v = −mean_pixels ‖image − target‖²`` per view: how close the whole render is to one colour."""
+    """How close the object's own colour is to ``target``, independent of the object's size (the toy demo's reward).
 
-    def __init__(self, target: Sequence[float] = (1.0, 0.5, 0.0), aggregation: str = "mean", k: int = 1, seed: int = 0) -> None:
+    The renders are composited over a background: ``image = α·c + (1 − α)·bg`` per pixel, with ``c`` the object's
+    (un-premultiplied) colour, ``α`` the renders' ``alpha`` and ``bg`` = :attr:`background` (which must equal the
+    generator's, e.g. ``ToySplatGenerator.background``, 1.0 = white by default). Per view, with ``A = Σ_pixels α``,
+    ``m = min_coverage · H·W`` and ``d_max = Σ_ch max(t, 1 − t)²`` (the largest squared distance any colour in
+    ``[0, 1]³`` can have from the target ``t``)::
+
+        c = (image − (1 − α)·bg) / max(α, eps)
+        R_v = −( Σ_pixels α·‖c − t‖² + max(m − A, 0)·d_max ) / max(A, m)
+
+    Why: the former ``−mean_pixels ‖image − t‖²`` counted the background pixels, so objects could raise it by
+    growing over the white background without changing colour (reward hacking). Here the background never enters
+    (it is removed by un-premultiplying) and, once an object covers at least ``m`` pixels of alpha, ``R_v`` is the
+    alpha-weighted mean of ``‖c − t‖²`` over the object: growing, shrinking or scaling ``α`` of an object of the same
+    colour leaves it unchanged; only moving the colour toward ``t`` raises it (0 at ``c = t``). The degenerate
+    optima of a plain ``Σα·d / Σα`` (an object shrunk to one pixel, or vanished with ``α → 0``, whose 0/0 could score
+    anything) are closed by the minimum coverage: the missing ``m − A`` pixels count at the worst distance
+    ``d_max``, so a vanished object scores ``−d_max``, the lowest possible reward, and below ``m`` growing toward ``m``
+    is rewarded. ``R_v ∈ [−d_max, 0]``; differentiable w.r.t. the images and alpha (``eps`` only guards pixels
+    with ``α → 0``, whose weight ``α`` is ~0 anyway).
+
+    ``alpha`` is required: without it (a 2D generator) the object cannot be told from the background, and falling
+    back to the whole-image distance would silently bring the size hack back, so :meth:`per_view` raises a
+    ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        target: Sequence[float] = (1.0, 0.5, 0.0),
+        background: float | Sequence[float] = 1.0,
+        min_coverage: float = 0.02,
+        eps: float = 1e-6,
+        aggregation: str = "mean",
+        k: int = 1,
+        seed: int = 0,
+    ) -> None:
         super().__init__(aggregation, k, seed)
-        self.target = list(target)
+        if len(target) != 3:
+            raise ValueError(f"target must be an RGB triple; got {list(target)}")
+        if not 0 < min_coverage <= 1:
+            raise ValueError(f"min_coverage must be a fraction of the view's pixels in (0, 1]; got {min_coverage}")
+        self.target = [float(t) for t in target]
+        self.background = float(background) if isinstance(background, (int, float)) else [float(b) for b in background]
+        self.min_coverage, self.eps = float(min_coverage), float(eps)
 
     def per_view(self, images: torch.Tensor, prompts: Sequence[str], **aux: Any) -> torch.Tensor:
+        alpha = aux.get("alpha")
+        if alpha is None:
+            raise ValueError(
+                "TargetColourReward needs the renders' alpha to separate the object's colour from the background "
+                "(a 3D generator such as ToySplatGenerator); got none"
+            )
         target = torch.tensor(self.target, dtype=images.dtype, device=images.device).view(1, 1, 3, 1, 1)
-        return -((images - target) ** 2).sum(2).mean((2, 3))
+        bg = torch.as_tensor(self.background, dtype=images.dtype, device=images.device).expand(3).view(1, 1, 3, 1, 1)
+        alpha = alpha.to(images.dtype)
+        colour = (images - (1 - alpha) * bg) / alpha.clamp(min=self.eps)  # un-premultiplied object colour c
+        distance = ((colour - target) ** 2).sum(2, keepdim=True)  # ‖c − t‖² [B, V, 1, H, W]
+        coverage = alpha.sum((2, 3, 4))  # A [B, V]
+        m = self.min_coverage * images.shape[-2] * images.shape[-1]
+        d_max = torch.maximum(target, 1 - target).pow(2).sum()
+        missing = (m - coverage).clamp(min=0)
+        return -((alpha * distance).sum((2, 3, 4)) + missing * d_max) / coverage.clamp(min=m)
 
 
 def depth_normals(depth: torch.Tensor, cameras: Cameras) -> torch.Tensor:
