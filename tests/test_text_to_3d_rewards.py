@@ -171,6 +171,20 @@ def test_depth_normals_of_a_plane_and_consistency():
         dnc.score(Renders(images=renders.images), ["x"])
 
 
+def test_depth_normal_consistency_detach_depth_routes_the_gradient_to_the_normals_only():
+    renders = plane_renders(0.5)
+    torch.manual_seed(0)
+    depth = (renders.depth + 0.05 * torch.rand_like(renders.depth)).requires_grad_()
+    normals = F.normalize(renders.normals + 0.2 * torch.randn_like(renders.normals), dim=2).requires_grad_()
+    grads = {}
+    for detach in (False, True):
+        r = Renders(images=renders.images, alpha=renders.alpha, depth=depth, normals=normals, cameras=renders.cameras)
+        score = DepthNormalConsistency(detach_depth=detach).score(r, ["x"]).sum()
+        grads[detach] = torch.autograd.grad(score, (depth, normals), allow_unused=True)
+    assert grads[False][0].abs().sum() > 0 and grads[True][0] is None  # no gradient into the depth when detached
+    torch.testing.assert_close(grads[True][1], grads[False][1])  # the normal-map gradient is the same
+
+
 class ConstantNormals(Configurable, torch.nn.Module):
     """A stand-in normal estimator: predicts one fixed normal everywhere."""
 

@@ -147,13 +147,22 @@ def masked_cosine(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> tor
 class DepthNormalConsistency(MultiViewReward):
     """Depth–normal consistency (spec §2.7 "DNC"): per view, the alpha-weighted mean cosine between the rendered
     normals and the normals of the rendered depth map; in ``[-1, 1]``, 1 for a self-consistent surface. Needs the
-    renders' ``depth``, ``normals``, ``alpha`` and :class:`~zoo.splat.cameras.Cameras`."""
+    renders' ``depth``, ``normals``, ``alpha`` and :class:`~zoo.splat.cameras.Cameras`.
+
+    ``detach_depth=True`` stops the gradient through the depth-derived normals, so it flows only through the
+    rendered normal map, as in the released DNC runs (``reward_context=inference``, spec §2.4).
+    """
+
+    def __init__(self, detach_depth: bool = False, aggregation: str = "mean", k: int = 1, seed: int = 0) -> None:
+        super().__init__(aggregation, k, seed)
+        self.detach_depth = detach_depth
 
     def per_view(self, images: torch.Tensor, prompts: Sequence[str], **aux: Any) -> torch.Tensor:
         depth, normals, alpha, cameras = (aux.get(k) for k in ("depth", "normals", "alpha", "cameras"))
         if depth is None or normals is None or alpha is None or not isinstance(cameras, Cameras):
             raise ValueError("DepthNormalConsistency needs renders with depth, normals, alpha and Cameras (a 3D generator)")
-        return masked_cosine(normals, depth_normals(depth, cameras), alpha)
+        target = depth_normals(depth.detach() if self.detach_depth else depth, cameras)
+        return masked_cosine(normals, target, alpha)
 
 
 class NormalEstimatorReward(MultiViewReward):
