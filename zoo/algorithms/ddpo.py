@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from zoo import distributed
 from zoo.algorithms.base import Paper
 from zoo.algorithms.diffusion_base import DiffusionAlignmentModule
 from zoo.diffusion.generator import DiffusionGenerator
@@ -102,14 +103,16 @@ class DDPO(DiffusionAlignmentModule):
 
     def training_step(self, batch: Sequence[str], batch_idx: int) -> None:
         trajs = self.rollout(batch).to(self.device)
-        finite = self.finite_rows(trajs.rewards)
-        metrics: dict[str, float] = {"reward": float(trajs.rewards.nanmean())}
-        if finite.sum() >= 2:
+        self.finite_rows(trajs.rewards)  # counts this rank's non-finite rewards
+        # advantages are normalised over the whole batch of all ranks, as DDPO gathers its rewards
+        rewards = distributed.gather_rows(trajs.rewards)
+        metrics: dict[str, float] = {"reward": float(rewards.nanmean())}
+        if torch.isfinite(rewards).sum() >= 2:
             # non-finite rewards get advantage 0: those trajectories add nothing to the loss
-            advantages = normalized_advantages(
-                trajs.rewards, trajs.prompts, self.advantage_normalization == "prompt", self.adv_clip_max
-            )
-            metrics.update(self.train_on(trajs, advantages))
+            per_prompt = self.advantage_normalization == "prompt"
+            prompts = distributed.gather_objects(list(trajs.prompts)) if per_prompt else [""] * len(rewards)
+            advantages = normalized_advantages(rewards, prompts, per_prompt, self.adv_clip_max)
+            metrics.update(self.train_on(trajs, advantages[distributed.local_rows(len(trajs))]))
         self.log_round(metrics)
 
     def train_on(self, trajs: Trajectories, advantages: torch.Tensor) -> dict[str, float]:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from zoo import distributed
 from zoo.algorithms.base import Paper
 from zoo.algorithms.vlm_base import VSIBENCH_METRIC, VLMAlignmentModule
 from zoo.vlm.policy import QwenVLPolicy, Rollout
@@ -265,17 +266,6 @@ class GRPO(VLMAlignmentModule):
         rewards = torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0)
         return rewards.masked_fill(samples.truncated.to(self.device)[:, None], 0.0)
 
-    @property
-    def world_size(self) -> int:
-        """Number of processes (1 when the module is used outside a Trainer)."""
-        return self._trainer.world_size if self._trainer is not None else 1
-
-    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate a per-rank tensor over all ranks (rank order); identity on one process."""
-        if self.world_size == 1:
-            return tensor
-        return self.all_gather(tensor).flatten(0, 1)
-
     @torch.no_grad()
     def make_group_batch(self, batch: Mapping[str, Any]) -> tuple[GroupBatch, dict[str, torch.Tensor]]:
         """Sample, score, normalise (rewards gathered over ranks first) and precompute old/ref log-probs."""
@@ -284,24 +274,23 @@ class GRPO(VLMAlignmentModule):
         per_func = self.compute_rewards(rollout, batch)
         weights = torch.tensor(self.reward_weights, device=per_func.device)
         rewards = (per_func * weights).sum(1)
-        all_rewards = self._gather(rewards)
+        all_rewards = distributed.gather_rows(rewards)
         advantages, zero_std = group_advantages(all_rewards, self.num_generations, self.scale_rewards)
-        rank = self.global_rank if self._trainer is not None else 0
-        advantages = advantages[rank * rewards.numel():(rank + 1) * rewards.numel()]
+        advantages = advantages[distributed.local_rows(rewards.numel())]
         mask = rollout.completion_mask
         old_logps = ref_logps = None
         if self.num_iterations > 1:
             old_logps = self._logps_in_chunks(inputs, rollout, self.policy.completion_logps)
         if self.beta != 0.0:
             ref_logps = self._logps_in_chunks(inputs, rollout, self._reference_logps)
-        num_items = self._gather(mask.sum().reshape(1)).sum()
-        all_per_func = self._gather(per_func)
+        num_items = distributed.gather_rows(mask.sum().reshape(1)).sum()
+        all_per_func = distributed.gather_rows(per_func)
         stats = {
             "reward": all_rewards.mean(),
             "reward_std": all_rewards.std(),
             "frac_reward_zero_std": zero_std.float().mean(),
-            "completion_length": self._gather(mask.sum(1).float()).mean(),
-            "truncated_frac": self._gather(rollout.truncated.float().to(self.device)).mean(),
+            "completion_length": distributed.gather_rows(mask.sum(1).float()).mean(),
+            "truncated_frac": distributed.gather_rows(rollout.truncated.float().to(self.device)).mean(),
             **{f"rewards/{n}": all_per_func[:, i].mean() for i, n in enumerate(self.reward_names())},
         }
         return GroupBatch(inputs, rollout, advantages, old_logps, ref_logps, num_items), stats
@@ -344,7 +333,7 @@ class GRPO(VLMAlignmentModule):
         loss = aggregate_loss(
             terms.loss, mask, self.loss_type, grad_accum_steps=grad_accum_steps,
             max_completion_length=self.max_new_tokens, num_items_in_batch=group.num_items_in_batch,
-            world_size=self.world_size, steps_per_generation=grad_accum_steps,
+            world_size=distributed.world_size(), steps_per_generation=grad_accum_steps,
         )
         stats = {
             "entropy": masked_mean(entropy.detach(), mask),
