@@ -157,6 +157,24 @@ def test_reward_gradient_reaches_the_latents_through_vae_and_renderer():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_gradient_checkpointing_gives_the_same_gradients():
+    def grads(checkpointing: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = tiny_generator(gradient_checkpointing=checkpointing)
+        torch.manual_seed(1)
+        x = torch.randn(1, *gen.latent_shape, requires_grad=True)
+        cond = gen.encode_prompts(["a red chair"])
+        eps = gen.denoise(x, torch.tensor([300]), cond)
+        (g_denoise,) = torch.autograd.grad(eps.square().sum(), x)
+        (g_decode,) = torch.autograd.grad(gen.splatter(x).square().sum(), x)
+        return g_denoise, g_decode
+
+    plain, checkpointed = grads(False), grads(True)
+    assert tiny_generator(gradient_checkpointing=True).vae.decoder.gradient_checkpointing
+    for a, b in zip(plain, checkpointed):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b)
+
+
 def tiny_tokenizer_folder(folder):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

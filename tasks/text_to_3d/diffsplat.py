@@ -166,6 +166,8 @@ class DiffSplatGenerator(DiffusionGenerator):
             by default, ``**PAPER_JITTER`` for the paper's).
         max_text_length: T5 tokens kept (300, as PixArt-Σ).
         max_per_tile: Gaussians per 8 × 8 tile of the CPU renderer.
+        gradient_checkpointing: recompute the transformer's and the GS-VAE decoder's activations in the backward
+            pass instead of storing them (less memory for the reward gradient, more time; off in the official runs).
         lora_targets: denoiser modules that get LoRA adapters (official list by default).
     """
 
@@ -187,6 +189,7 @@ class DiffSplatGenerator(DiffusionGenerator):
         elevation_jitter_deg: float = CODE_JITTER["elevation_jitter_deg"],
         max_text_length: int = 300,
         max_per_tile: int = 256,
+        gradient_checkpointing: bool = False,
         lora_targets: Sequence[str] = DIFFSPLAT_LORA_TARGETS,
     ) -> None:
         super().__init__(lora_targets=lora_targets)
@@ -212,6 +215,9 @@ class DiffSplatGenerator(DiffusionGenerator):
         self.denoiser = multiview_transformer(denoiser, self.input_views)
         for part in (self.denoiser, self.vae, self.text_encoder):
             part.requires_grad_(False).to(DTYPES[dtype]).eval()
+        if gradient_checkpointing:
+            self.denoiser.enable_gradient_checkpointing()
+            self.vae.enable_gradient_checkpointing()
         self.dtype = DTYPES[dtype]
         self.latent_size = self.denoiser.config.sample_size
         image_size = self.latent_size * 2 ** (len(self.vae.config.block_out_channels) - 1)

@@ -28,6 +28,8 @@ LOW_PASS = 0.3  # pixels², 3DGS's screen-space dilation
 MAX_ALPHA = 0.99
 CUTOFF_SIGMA = 3.0
 NEAR = 0.05
+#: Elements of the tile × Gaussian overlap test evaluated at once by the tiled renderer (bounds its memory).
+SELECT_BUDGET = 2**24
 
 
 @dataclass
@@ -188,13 +190,21 @@ def render_tiled(
             torch.meshgrid(torch.arange(tx), torch.arange(ty), indexing="xy"), -1
         ).reshape(-1, 2).to(screen["means2d"]) * tile_size  # [T, 2] tile corners (x, y)
         centre, radius = screen["means2d"][:, :, None], screen["radii"][:, :, None, :, None]  # [B,V,1,N,2], [B,V,1,N,1]
-        overlap = (
-            ((centre + radius) >= lo[:, None]) & ((centre - radius) <= lo[:, None] + tile_size)
-        ).all(-1) & screen["visible"][:, :, None]  # [B, V, T, N]
-        count = overlap.sum(-1)
         k = min(max_per_tile, n)
-        key = torch.where(overlap, screen["depths"][:, :, None], torch.full_like(overlap, float("inf"), dtype=screen["depths"].dtype))
-        top, index = key.topk(k, dim=-1, largest=False, sorted=True)  # [B, V, T, K]
+        inf = torch.tensor(float("inf"), dtype=screen["depths"].dtype, device=lo.device)
+        # the tile × Gaussian overlap test is [B, V, T, N]: done in chunks of tiles to bound memory (a DiffSplat
+        # object has 262k Gaussians and 1,024 tiles at 256 px)
+        chunk = max(1, SELECT_BUDGET // max(1, b * v * n))
+        tops, indices, counts = [], [], []
+        for start in range(0, lo.shape[0], chunk):
+            corner = lo[start : start + chunk, None]  # [t, 1, 2]
+            overlap = (((centre + radius) >= corner) & ((centre - radius) <= corner + tile_size)).all(-1)
+            overlap &= screen["visible"][:, :, None]  # [B, V, t, N]
+            counts.append(overlap.sum(-1))
+            top, index = torch.where(overlap, screen["depths"][:, :, None], inf).topk(k, dim=-1, largest=False, sorted=True)
+            tops.append(top)
+            indices.append(index)
+        top, index, count = torch.cat(tops, 2), torch.cat(indices, 2), torch.cat(counts, 2)  # [B, V, T, K], [B, V, T]
         valid = top.isfinite()
         overflow = (count > k).flatten(2).any(-1)
     attrs = _gather_sorted(screen, index)
