@@ -3,6 +3,8 @@ from a folder in the Hub layout, and the real-size architecture (counted on the 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 
 import numpy as np
@@ -175,15 +177,19 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a, b)
 
 
-def tiny_tokenizer_folder(folder):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+def t5_tokenizer_folder(folder):
+    """A sentencepiece T5 tokenizer folder laid out like PixArt-Σ's (``spiece.model`` + ``tokenizer_config.json``)."""
+    import sentencepiece
 
-    words = ["<pad>", "</s>", "<unk>", "a", "red", "chair", "blue", "car"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(folder)
+    folder.mkdir(parents=True)
+    corpus = folder.parent / "corpus.txt"
+    corpus.write_text("\n".join(["a red chair", "a blue car", "a wooden table"] * 30))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "spiece"), vocab_size=30, model_type="unigram", pad_id=0,
+        eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2,
+    )
+    (folder / "spiece.vocab").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
 
 
 def test_loads_from_a_folder_in_the_official_layout(tmp_path):
@@ -191,7 +197,13 @@ def test_loads_from_a_folder_in_the_official_layout(tmp_path):
 
     torch.manual_seed(0)
     transformer = PixArtTransformer2DModel(**TINY["transformer"])
-    transformer.save_pretrained(tmp_path / "gsdiff" / "checkpoints" / "013020" / "transformer_ema")
+    folder = tmp_path / "gsdiff" / "checkpoints" / "013020" / "transformer_ema"
+    transformer.save_pretrained(folder)
+    # the released config names DiffSplat's class and carries its extra options
+    config = json.loads((folder / "config.json").read_text())
+    config.update(_class_name="PixArtTransformerMV2DModel", view_concat_condition=False, input_concat_plucker=True,
+                  input_concat_binary_mask=False)
+    (folder / "config.json").write_text(json.dumps(config))
     vae = AutoencoderKL(**TINY["vae"])
     state = {f"vae.{k}": v.contiguous() for k, v in vae.state_dict().items()}
     state["tiny_decoder.layers.0.weight"] = torch.zeros(1)  # the official file also holds a tiny decoder
@@ -199,7 +211,7 @@ def test_loads_from_a_folder_in_the_official_layout(tmp_path):
     save_file(state, str(tmp_path / "gsvae" / "model.safetensors"))
     AutoencoderKL(**{**TINY["vae"], "in_channels": 3, "out_channels": 3}).save_config(tmp_path / "vae-config")
     T5EncoderModel(T5Config(**TINY["text_encoder"])).save_pretrained(tmp_path / "text" / "text_encoder")
-    tiny_tokenizer_folder(tmp_path / "text" / "tokenizer")
+    t5_tokenizer_folder(tmp_path / "text" / "tokenizer")
 
     gen = DiffSplatGenerator(
         repo=str(tmp_path), transformer="gsdiff/checkpoints/013020/transformer_ema", gsvae="gsvae/model.safetensors",
@@ -211,9 +223,24 @@ def test_loads_from_a_folder_in_the_official_layout(tmp_path):
     z = torch.randn(1, *gen.latent_shape)
     with torch.no_grad():
         torch.testing.assert_close(gen.splatter(z)[0], vae.decode(z[0] / vae.config.scaling_factor).sample.clamp(-1, 1))
-    cond = gen.encode_prompts(["a red chair", ""])
-    assert cond["embeds"].shape == (2, 8, 16)
-    assert cond["mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0], [0] * 8]
+    cond = gen.encode_prompts(["a red chair", "", "a wooden table a red chair a blue car"])
+    assert cond["embeds"].shape == (3, 8, 16)
+    # PixArt-Σ's tokenisation: pad to max_length, truncate, "" is the end-of-sequence token alone
+    expected = gen.tokenizer(["a red chair", "", "a wooden table a red chair a blue car"], padding="max_length",
+                             max_length=8, truncation=True).attention_mask
+    assert cond["mask"].tolist() == expected
+    assert expected[1] == [1, 0, 0, 0, 0, 0, 0, 0] and expected[2] == [1] * 8
+    ids = gen.tokenizer([""]).input_ids
+    assert ids == [[gen.tokenizer.eos_token_id]]
+
+
+def test_missing_sentencepiece_is_a_clear_error(monkeypatch):
+    import zoo.tasks.text_to_3d.diffsplat as diffsplat
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sentencepiece" else real(name, *a))
+    with pytest.raises(ImportError, match=r"alignzoo\[diffsplat\]"):
+        diffsplat.require_sentencepiece()
 
 
 def test_gsvae_loading_rejects_a_mismatched_file(tmp_path):

@@ -14,6 +14,7 @@ Nabla-R2D3 (spec §2.1, §2.2, §2.5).
 
 Weights come from the Hub (``chenguolin/DiffSplat`` in the official layout ``<run>/checkpoints/<iter>/...``), or
 ``configs`` builds every part with random weights: tiny ones in tests, :data:`REAL_SIZE` for benchmarks.
+The Hub text encoder's sentencepiece tokenizer needs ``pip install 'alignzoo[diffsplat]'``.
 
 Differences from the official code, all sub-pixel: Gaussians are unprojected through pixel centres
 (``(j + 0.5) / W``) where ``geo_util.unproject_depth`` uses ``j / (W − 1)`` (≤ 0.5 px at the borders, 0 at the
@@ -23,6 +24,7 @@ including its off-centre quirk (:func:`diffsplat_plucker`).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,7 @@ class DiffSplatGenerator(DiffusionGenerator):
             denoiser = PixArtTransformer2DModel.from_pretrained(repo, subfolder=transformer, revision=revision)
             self.vae = load_gsvae(repo, gsvae, vae_config, revision)
             self.text_encoder = T5EncoderModel.from_pretrained(text_model, subfolder="text_encoder")
+            require_sentencepiece()
             self.tokenizer = AutoTokenizer.from_pretrained(text_model, subfolder="tokenizer")
         if denoiser.config.in_channels != 4 + 6:
             raise ValueError(f"the DiffSplat transformer takes 4 latent + 6 Plücker channels; got in_channels={denoiser.config.in_channels}")
@@ -304,6 +307,23 @@ class DiffSplatGenerator(DiffusionGenerator):
 
     def decode(self, latents: torch.Tensor, *, generator: torch.Generator | None = None, random_cameras: bool = True) -> Renders:
         return self.render_views(latents, self.cameras(latents.shape[0], generator=generator, random_cameras=random_cameras))
+
+
+def require_sentencepiece() -> None:
+    """The T5 tokenizer of PixArt-Σ is a sentencepiece model; without ``sentencepiece`` and ``protobuf`` transformers
+    fails with an unrelated-looking ``tiktoken`` error, so say what to install instead."""
+    missing = [name for name in ("sentencepiece", "google.protobuf") if _find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"DiffSplat's T5 tokenizer needs {' and '.join(missing)}: pip install 'alignzoo[diffsplat]'"
+        )
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # parent package (google) missing
+        return None
 
 
 def load_gsvae(repo: str, filename: str, vae_config: str, revision: str | None = None) -> AutoencoderKL:
