@@ -131,11 +131,15 @@ def test_splatter_decoding_follows_diffsplat_activations():
     expected = [s_min * u + s_max * (1 - u) for u in (0.0, 0.5, 1.0)]
     torch.testing.assert_close(g.scales[0, 0], torch.tensor(expected))
     assert g.num_gaussians == 4 * 8 * 8
-    # the centre pixel ray of view 0 (camera at azimuth 0): camera-space z of every centre equals 1.4 + 0.25
-    w2c = DiffSplatGenerator.input_cameras(1).world_to_cam[0, 0]
-    means = g.means[0, : 64]
-    z = (means @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
-    torch.testing.assert_close(z, torch.full_like(z, 1.65))
+    # centres: geo_util.unproject_depth of depth 1.4 + 0.25 with the official C2W, pixel j at x = j / (W - 1)
+    c2w, fx, z = official_input_c2w(), 1422.222 / 1024, 1.65
+    expected = np.zeros((4, 8, 8, 3))
+    for view in range(4):
+        for i in range(8):
+            for j in range(8):
+                cam = np.array([(j / 7 - 0.5) / fx * z, (i / 7 - 0.5) / fx * z, z, 1.0])
+                expected[view, i, j] = (c2w[view] @ cam)[:3]
+    np.testing.assert_allclose(g.means[0].double().numpy(), expected.reshape(-1, 3), atol=1e-5)
     torch.testing.assert_close(g.opacities, torch.full_like(g.opacities, 0.5))
 
 

@@ -16,10 +16,9 @@ Weights come from the Hub (``chenguolin/DiffSplat`` in the official layout ``<ru
 ``configs`` builds every part with random weights: tiny ones in tests, :data:`REAL_SIZE` for benchmarks.
 The Hub text encoder's sentencepiece tokenizer needs ``pip install 'alignzoo[diffsplat]'``.
 
-Differences from the official code, all sub-pixel: Gaussians are unprojected through pixel centres
-(``(j + 0.5) / W``) where ``geo_util.unproject_depth`` uses ``j / (W − 1)`` (≤ 0.5 px at the borders, 0 at the
-centre). The Plücker conditioning, which the network was trained on, reproduces the official ray grid exactly,
-including its off-centre quirk (:func:`diffsplat_plucker`).
+Both pixel grids of the official code are reproduced: splatter pixels are unprojected at ``j / (W − 1)`` as
+``geo_util.unproject_depth`` does (not at pixel centres), and the Plücker conditioning, which the network was
+trained on, keeps its off-centre quirk (:func:`diffsplat_plucker`).
 """
 
 from __future__ import annotations
@@ -295,7 +294,9 @@ class DiffSplatGenerator(DiffusionGenerator):
         splatter = self.splatter(latents)
         cams = self.input_cameras(latents.shape[0]).to(device=splatter.device)
         depth_range = (DIFFSPLAT_RADIUS - 1.0, DIFFSPLAT_RADIUS + 1.0)
-        return splatter_to_gaussians(splatter, cams, depth_range=depth_range, scale_range=DIFFSPLAT_SCALE_RANGE)
+        return splatter_to_gaussians(
+            splatter, cams, depth_range=depth_range, scale_range=DIFFSPLAT_SCALE_RANGE, corner_aligned=True
+        )
 
     def render_views(self, latents: torch.Tensor, cameras: Cameras, size: int | None = None) -> Renders:
         """Render clean latents from ``cameras`` ``[B, V]`` (white background)."""

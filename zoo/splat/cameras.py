@@ -142,15 +142,21 @@ def sample_orbit_cameras(
     return orbit_cameras(elev, azim, radius, focal)
 
 
-def pixel_rays(cameras: Cameras, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_rays(
+    cameras: Cameras, height: int, width: int, *, corner_aligned: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays through pixel centres: origins ``[*S, H, W, 3]`` and world directions ``[*S, H, W, 3]`` whose
-    camera-space z component is 1 (so ``origin + z·direction`` is the point at camera depth ``z``)."""
+    camera-space z component is 1 (so ``origin + z·direction`` is the point at camera depth ``z``).
+
+    ``corner_aligned`` puts pixel ``j`` at ``j / (W − 1)`` of the image instead of ``(j + 0.5) / W`` (the grid of
+    DiffSplat's ``geo_util.unproject_depth``, which its splatter images are decoded with)."""
     dtype, device = cameras.cam_to_world.dtype, cameras.cam_to_world.device
-    v, u = torch.meshgrid(
-        (torch.arange(height, dtype=dtype, device=device) + 0.5) / height,
-        (torch.arange(width, dtype=dtype, device=device) + 0.5) / width,
-        indexing="ij",
-    )
+
+    def grid(n: int) -> torch.Tensor:
+        index = torch.arange(n, dtype=dtype, device=device)
+        return index / (n - 1) if corner_aligned else (index + 0.5) / n
+
+    v, u = torch.meshgrid(grid(height), grid(width), indexing="ij")
     fx, fy, cx, cy = (t[..., None, None] for t in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
     # normalised intrinsics: x_cam / z = (u - cx) / fx, u in [0, 1] across the width; likewise y with the height
     x, y = (u - cx) / fx, (v - cy) / fy

@@ -106,14 +106,16 @@ def splatter_to_gaussians(
     *,
     depth_range: tuple[float, float],
     scale_range: tuple[float, float] = DIFFSPLAT_SCALE_RANGE,
+    corner_aligned: bool = False,
 ) -> Gaussians:
     """Decode splatter images ``[B, V, 12, H, W]`` seen by input ``cameras`` ``[B, V]`` into ``B × (V·H·W)``
-    Gaussians (spec §2.1). Values are clamped to ``[-1, 1]`` first, as DiffSplat's GS-VAE output is."""
+    Gaussians (spec §2.1). Values are clamped to ``[-1, 1]`` first, as DiffSplat's GS-VAE output is.
+    ``corner_aligned`` selects the pixel grid of the unprojection (see :func:`~zoo.splat.cameras.pixel_rays`)."""
     if splatter.dim() != 5 or splatter.shape[2] != SPLATTER_CHANNELS:
         raise ValueError(f"splatter images must be [B, V, {SPLATTER_CHANNELS}, H, W]; got {tuple(splatter.shape)}")
     b, v, _, h, w = splatter.shape
     x = splatter.clamp(-1, 1).movedim(2, -1)  # [B, V, H, W, 12]
-    origins, dirs = pixel_rays(cameras.to(dtype=x.dtype, device=x.device), h, w)
+    origins, dirs = pixel_rays(cameras.to(dtype=x.dtype, device=x.device), h, w, corner_aligned=corner_aligned)
     near, far = depth_range
     depth = near + (far - near) * _to_unit(x[..., DEPTH])
     means = origins + depth * dirs
