@@ -155,6 +155,20 @@ def test_decode_renders_four_views_from_jittered_cameras():
     assert not torch.allclose(renders.cameras.cam_to_world[0], fixed[0])
 
 
+def test_training_renders_get_the_official_image_noise():
+    gen, noisy = tiny_generator(), tiny_generator(image_noise_std=2e-3)
+    x = torch.randn(1, *gen.latent_shape)
+    with torch.no_grad():
+        clean = gen.decode(x, generator=torch.Generator().manual_seed(0)).images
+        got = noisy.decode(x, generator=torch.Generator().manual_seed(0)).images
+    rng = torch.Generator().manual_seed(0)
+    noisy.cameras(1, generator=rng)  # the noise is drawn after the cameras, from the same stream
+    expected_noise = torch.randn(clean.shape, generator=rng)
+    torch.testing.assert_close(got, clean + 2e-3 * expected_noise)
+    with torch.no_grad():  # the fixed evaluation views stay clean
+        torch.testing.assert_close(noisy.decode(x, random_cameras=False).images, gen.decode(x, random_cameras=False).images)
+
+
 def test_reward_gradient_reaches_the_latents_through_vae_and_renderer():
     gen = tiny_generator()
     x = torch.randn(1, *gen.latent_shape, requires_grad=True)

@@ -166,6 +166,8 @@ class DiffSplatGenerator(DiffusionGenerator):
         azimuth_jitter_deg, elevation_jitter_deg: training-camera jitter (spec §2.3; the code's ±10° / ±5°
             by default, ``**PAPER_JITTER`` for the paper's).
         max_text_length: T5 tokens kept (300, as PixArt-Σ).
+        image_noise_std: standard deviation of the Gaussian noise added to the clamped renders of the training
+            cameras (``random_cameras=True``) before the reward; the official training code adds ``N(0, (2e-3)²)``.
         max_per_tile: Gaussians per 8 × 8 tile of the CPU renderer.
         gradient_checkpointing: recompute the transformer's and the GS-VAE decoder's activations in the backward
             pass instead of storing them (less memory for the reward gradient, more time; off in the official runs).
@@ -189,6 +191,7 @@ class DiffSplatGenerator(DiffusionGenerator):
         azimuth_jitter_deg: float = CODE_JITTER["azimuth_jitter_deg"],
         elevation_jitter_deg: float = CODE_JITTER["elevation_jitter_deg"],
         max_text_length: int = 300,
+        image_noise_std: float = 0.0,
         max_per_tile: int = 256,
         gradient_checkpointing: bool = False,
         lora_targets: Sequence[str] = DIFFSPLAT_LORA_TARGETS,
@@ -200,7 +203,7 @@ class DiffSplatGenerator(DiffusionGenerator):
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.render_size, self.num_views, self.max_text_length = render_size, num_views, max_text_length
         self.azimuth_jitter_deg, self.elevation_jitter_deg = azimuth_jitter_deg, elevation_jitter_deg
-        self.max_per_tile = max_per_tile
+        self.image_noise_std, self.max_per_tile = image_noise_std, max_per_tile
         if configs is not None:
             denoiser = PixArtTransformer2DModel(**configs["transformer"])
             self.vae = AutoencoderKL(**configs["vae"])
@@ -307,7 +310,11 @@ class DiffSplatGenerator(DiffusionGenerator):
         return Renders(images=out.rgb.clamp(0, 1), alpha=out.alpha, depth=out.depth, normals=out.normals, cameras=cameras)
 
     def decode(self, latents: torch.Tensor, *, generator: torch.Generator | None = None, random_cameras: bool = True) -> Renders:
-        return self.render_views(latents, self.cameras(latents.shape[0], generator=generator, random_cameras=random_cameras))
+        renders = self.render_views(latents, self.cameras(latents.shape[0], generator=generator, random_cameras=random_cameras))
+        if random_cameras and self.image_noise_std > 0:
+            noise = torch.randn(renders.images.shape, generator=generator).to(renders.images)
+            renders.images = renders.images + self.image_noise_std * noise
+        return renders
 
 
 def require_sentencepiece() -> None:
