@@ -74,11 +74,13 @@ TINY_CLIP_TEXT = {
 }
 
 
-def tiny_clip_tokenizer() -> str:
-    """A character-level CLIP tokenizer written to a temporary folder (the reward's tokenizer is a Hub id)."""
+def tiny_clip_tokenizer(folder: Path | None = None) -> str:
+    """A character-level CLIP tokenizer written to ``folder`` (a new temporary one by default), for rewards whose
+    tokenizer is a Hub id."""
     from transformers import CLIPTokenizer
 
-    folder = Path(tempfile.mkdtemp(prefix="zoo-tokenizer-"))
+    folder = Path(tempfile.mkdtemp(prefix="zoo-tokenizer-")) if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for ch in "abcdefghijklmnopqrstuvwxyz":
         vocab[ch] = len(vocab)

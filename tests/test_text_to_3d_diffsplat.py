@@ -14,24 +14,13 @@ from diffusers import AutoencoderKL, PixArtTransformer2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from safetensors.torch import save_file
 
+from preset_standins import TINY_DIFFSPLAT
+
 from zoo.tasks.text_to_3d.diffsplat import (
     REAL_SIZE, DiffSplatGenerator, MultiViewSelfAttention, diffsplat_plucker, load_gsvae,
 )
 
-TINY = {
-    "transformer": {
-        "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 10, "out_channels": 8, "num_layers": 2,
-        "cross_attention_dim": 16, "caption_channels": 16, "sample_size": 4, "patch_size": 2,
-        "norm_type": "ada_norm_single", "norm_elementwise_affine": False, "norm_eps": 1e-6,
-        "num_embeds_ada_norm": 1000, "use_additional_conditions": False,
-    },
-    "vae": {
-        "in_channels": 12, "out_channels": 12, "latent_channels": 4, "block_out_channels": [8, 8],
-        "layers_per_block": 1, "down_block_types": ["DownEncoderBlock2D"] * 2,
-        "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 8, "sample_size": 8,
-    },
-    "text_encoder": {"vocab_size": 64, "d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 1, "num_heads": 2},
-}
+TINY = TINY_DIFFSPLAT  # the tiny DiffSplat architecture the preset tests use
 
 
 def tiny_generator(**kwargs) -> DiffSplatGenerator:

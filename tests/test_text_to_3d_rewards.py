@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
+
+from preset_standins import tiny_clip_tokenizer
 
 from zoo.rewards import Renders
 from zoo.splat.cameras import orbit_cameras
@@ -231,19 +231,7 @@ def test_aesthetic_reward_on_a_tiny_random_clip():
 
 @pytest.fixture
 def tiny_tokenizer(tmp_path):
-    from transformers import CLIPTokenizer
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in letters:
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), pad_token="<|endoftext|>")
-    folder = tmp_path / "tokenizer"
-    tok.save_pretrained(folder)
-    return str(folder)
+    return tiny_clip_tokenizer(tmp_path / "tokenizer")
 
 
 def test_clip_score_equals_clip_logits_per_image(tiny_tokenizer):

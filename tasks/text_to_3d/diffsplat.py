@@ -33,14 +33,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, PixArtTransformer2DModel
 from diffusers.models.attention_processor import Attention
 
-from zoo.diffusion.generator import DiffusionGenerator, byte_token_ids
+from zoo.diffusion.generator import byte_token_ids, torch_dtype
 from zoo.rewards import Renders
 from zoo.splat.cameras import (
-    CODE_JITTER, DIFFSPLAT_ELEVATION_DEG, DIFFSPLAT_FOCAL, DIFFSPLAT_RADIUS, Cameras, input_cameras,
+    CODE_JITTER, DIFFSPLAT_ELEVATION_DEG, DIFFSPLAT_FOCAL, DIFFSPLAT_RADIUS, Cameras, input_cameras, pixel_rays,
     sample_orbit_cameras,
 )
 from zoo.splat.gaussians import DIFFSPLAT_SCALE_RANGE, Gaussians, splatter_to_gaussians
-from zoo.splat.renderer import render
+from zoo.tasks.text_to_3d.generators import SplatGenerator
 
 #: PixArt-Σ's training noise schedule (``pixart_sigma_sdxlvae_T5_diffusers/scheduler``); the sampler (20-step
 #: first-order SDE-DPM-Solver++ in the official runs) is chosen by the algorithm.
@@ -79,7 +79,6 @@ DIFFSPLAT_LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "proj", "linear",
     "linear_1", "linear_2",
 )
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class MultiViewSelfAttention:
@@ -132,21 +131,17 @@ def diffsplat_plucker(cameras: Cameras, size: int, latent_size: int) -> torch.Te
     so the rays span from the optical axis to one side instead of being centred (a known quirk of the official
     code, inherited from GRM). The released weights expect exactly these rays.
     """
-    dtype, device = cameras.cam_to_world.dtype, cameras.cam_to_world.device
-    grid = torch.arange(size, dtype=dtype, device=device) / (size - 1)
-    v, u = torch.meshgrid(grid, grid, indexing="ij")
-    fx, fy, cx, cy = (t[..., None, None] for t in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
-    x, y = (u + 0.5 - cx) / fx, (v + 0.5 - cy) / fy
-    dirs_cam = torch.stack([x, y, torch.ones_like(x)], -1)
-    dirs = F.normalize((cameras.cam_to_world[..., None, None, :3, :3] @ dirs_cam.unsqueeze(-1)).squeeze(-1), dim=-1)
-    origins = cameras.centers[..., None, None, :].expand_as(dirs)
+    # the quirk is the corner-aligned grid j / (size − 1) read with the principal point moved by −0.5
+    shifted = Cameras(cameras.cam_to_world, cameras.fx, cameras.fy, cameras.cx - 0.5, cameras.cy - 0.5)
+    origins, dirs = pixel_rays(shifted, size, size, corner_aligned=True)
+    dirs = F.normalize(dirs, dim=-1)
     plucker = torch.cat([torch.cross(origins, dirs, dim=-1), dirs], -1).movedim(-1, -3)
     flat = plucker.reshape(-1, 6, size, size)
     resized = F.interpolate(flat, size=(latent_size, latent_size), mode="bilinear", align_corners=False)
     return resized.reshape(*plucker.shape[:-2], latent_size, latent_size)
 
 
-class DiffSplatGenerator(DiffusionGenerator):
+class DiffSplatGenerator(SplatGenerator):
     """DiffSplat-PixArt-Σ: text → 4 view latents ``[B, 4, 4, 32, 32]`` → splatter images → 3D Gaussians → renders.
 
     Args:
@@ -199,11 +194,11 @@ class DiffSplatGenerator(DiffusionGenerator):
         super().__init__(lora_targets=lora_targets)
         from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.dtype = torch_dtype(dtype)
         self.render_size, self.num_views, self.max_text_length = render_size, num_views, max_text_length
         self.azimuth_jitter_deg, self.elevation_jitter_deg = azimuth_jitter_deg, elevation_jitter_deg
         self.image_noise_std, self.max_per_tile = image_noise_std, max_per_tile
+        self.background = 1.0  # white, as the official renderer
         if configs is not None:
             denoiser = PixArtTransformer2DModel(**configs["transformer"])
             self.vae = AutoencoderKL(**configs["vae"])
@@ -219,11 +214,10 @@ class DiffSplatGenerator(DiffusionGenerator):
             raise ValueError(f"the DiffSplat transformer takes 4 latent + 6 Plücker channels; got in_channels={denoiser.config.in_channels}")
         self.denoiser = multiview_transformer(denoiser, self.input_views)
         for part in (self.denoiser, self.vae, self.text_encoder):
-            part.requires_grad_(False).to(DTYPES[dtype]).eval()
+            part.requires_grad_(False).to(self.dtype).eval()
         if gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
-        self.dtype = DTYPES[dtype]
         self.latent_size = self.denoiser.config.sample_size
         image_size = self.latent_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
         plucker = diffsplat_plucker(self.input_cameras(1)[0], image_size, self.latent_size)
@@ -301,16 +295,8 @@ class DiffSplatGenerator(DiffusionGenerator):
             splatter, cams, depth_range=depth_range, scale_range=DIFFSPLAT_SCALE_RANGE, corner_aligned=True
         )
 
-    def render_views(self, latents: torch.Tensor, cameras: Cameras, size: int | None = None) -> Renders:
-        """Render clean latents from ``cameras`` ``[B, V]`` (white background)."""
-        size = size or self.render_size
-        gaussians = self.gaussians(latents)
-        cameras = cameras.to(device=latents.device, dtype=gaussians.means.dtype)
-        out = render(gaussians, cameras, size, size, background=1.0, max_per_tile=self.max_per_tile)
-        return Renders(images=out.rgb.clamp(0, 1), alpha=out.alpha, depth=out.depth, normals=out.normals, cameras=cameras)
-
     def decode(self, latents: torch.Tensor, *, generator: torch.Generator | None = None, random_cameras: bool = True) -> Renders:
-        renders = self.render_views(latents, self.cameras(latents.shape[0], generator=generator, random_cameras=random_cameras))
+        renders = super().decode(latents, generator=generator, random_cameras=random_cameras)
         if random_cameras and self.image_noise_std > 0:
             noise = torch.randn(renders.images.shape, generator=generator).to(renders.images)
             renders.images = renders.images + self.image_noise_std * noise

@@ -54,7 +54,39 @@ def label_of(prompt: str) -> int | None:
     return None
 
 
-class ToySplatGenerator(DiffusionGenerator):
+class SplatGenerator(DiffusionGenerator):
+    """A 3D-native generator: clean latents become 3D Gaussians (:meth:`gaussians`), rendered by the splat renderer
+    from cameras (:meth:`cameras`: jittered training views or fixed evaluation views, spec §2.3).
+
+    Subclasses implement :meth:`gaussians` and :meth:`cameras` and set ``render_size``, ``background`` (grey level
+    of the renders' background) and ``max_per_tile`` (Gaussians per 8 × 8 tile of the CPU renderer).
+    """
+
+    render_size: int
+    background: float
+    max_per_tile: int
+
+    def gaussians(self, latents: torch.Tensor) -> Gaussians:
+        """Clean latents ``[B, *latent_shape]`` → ``B`` sets of 3D Gaussians (differentiable)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement gaussians(latents)")
+
+    def cameras(self, batch: int, *, generator: torch.Generator | None = None, random_cameras: bool = True) -> Cameras:
+        """Training cameras drawn from ``generator`` (``random_cameras``) or the fixed evaluation views ``[batch, V]``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement cameras(batch, ...)")
+
+    def render_views(self, latents: torch.Tensor, cameras: Cameras, size: int | None = None) -> Renders:
+        """Render clean latents from ``cameras`` ``[B, V]`` (any views, e.g. a turntable)."""
+        size = size or self.render_size
+        gaussians = self.gaussians(latents)
+        cameras = cameras.to(device=gaussians.means.device, dtype=gaussians.means.dtype)
+        out = render(gaussians, cameras, size, size, background=self.background, max_per_tile=self.max_per_tile)
+        return Renders(images=out.rgb.clamp(0, 1), alpha=out.alpha, depth=out.depth, normals=out.normals, cameras=cameras)
+
+    def decode(self, latents: torch.Tensor, *, generator: torch.Generator | None = None, random_cameras: bool = True) -> Renders:
+        return self.render_views(latents, self.cameras(latents.shape[0], generator=generator, random_cameras=random_cameras))
+
+
+class ToySplatGenerator(SplatGenerator):
     """The toy 3D-native splat prior as a generator.
 
     Args:
@@ -149,14 +181,3 @@ class ToySplatGenerator(DiffusionGenerator):
         """``views`` cameras evenly spaced in azimuth from 0° at the input-camera radius ``[batch, views]``."""
         azimuths = torch.arange(views) * (360.0 / views)
         return orbit_cameras(torch.full((batch, views), elevation_deg), azimuths.expand(batch, -1), TOY_RADIUS, TOY_FOCAL)
-
-    def render_views(self, latents: torch.Tensor, cameras: Cameras, size: int | None = None) -> Renders:
-        """Render clean latents from ``cameras`` ``[B, V]`` (any views, e.g. a turntable)."""
-        size = size or self.render_size
-        gaussians = self.gaussians(latents)
-        cameras = cameras.to(device=latents.device, dtype=latents.dtype)
-        out = render(gaussians, cameras, size, size, background=self.background, max_per_tile=self.max_per_tile)
-        return Renders(images=out.rgb.clamp(0, 1), alpha=out.alpha, depth=out.depth, normals=out.normals, cameras=cameras)
-
-    def decode(self, latents: torch.Tensor, *, generator: torch.Generator | None = None, random_cameras: bool = True) -> Renders:
-        return self.render_views(latents, self.cameras(latents.shape[0], generator=generator, random_cameras=random_cameras))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-from zoo.diffusion.generator import DiffusionGenerator, byte_token_ids
+from zoo.diffusion.generator import DiffusionGenerator, byte_token_ids, torch_dtype
 from zoo.rewards import Renders
 
 #: SD-1.5's scheduler config (used with random-weight construction; loaded from the model otherwise).
@@ -24,7 +24,6 @@ SD15_SCHEDULE: dict[str, Any] = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class StableDiffusionGenerator(DiffusionGenerator):
@@ -53,9 +52,7 @@ class StableDiffusionGenerator(DiffusionGenerator):
         super().__init__(lora_targets=lora_targets)
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        torch_dtype = DTYPES[dtype]
+        self.dtype = torch_dtype(dtype)
         if configs is not None:
             self.denoiser = UNet2DConditionModel(**configs["unet"])
             self.vae = AutoencoderKL(**configs["vae"])
@@ -70,8 +67,7 @@ class StableDiffusionGenerator(DiffusionGenerator):
             self.tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **where)
             self._schedule = dict(DDIMScheduler.load_config(model, subfolder="scheduler", **where))
         for part in (self.denoiser, self.vae, self.text_encoder):
-            part.requires_grad_(False).to(torch_dtype)
-        self.dtype = torch_dtype
+            part.requires_grad_(False).to(self.dtype)
         self.latent_size = resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property

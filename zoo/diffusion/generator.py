@@ -41,6 +41,17 @@ def map_condition(fn: Callable[[torch.Tensor], torch.Tensor], condition: Conditi
     return {k: fn(v) for k, v in condition.items()}
 
 
+#: dtype names accepted for a generator's frozen weights.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a generator's ``dtype`` argument (``float32``, ``bfloat16``, ``float16``)."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 def byte_token_ids(prompts: Sequence[str], length: int, vocab_size: int, end_token: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenizer-free ids for text encoders built with random weights (tests, benchmarks): each prompt's UTF-8
     bytes modulo ``vocab_size``, then ``end_token`` if given, zero-padded to ``length``. Returns ``ids`` and the
